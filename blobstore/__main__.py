@@ -1,0 +1,3 @@
+from blobstore.cli.main import main
+
+main()
