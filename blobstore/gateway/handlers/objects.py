@@ -1,0 +1,140 @@
+"""PutObject, GetObject, HeadObject, DeleteObject: parse -> write/read path -> respond."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from blobstore.core.digests import CHECKSUM_ALGORITHMS
+from blobstore.core.errors import BlobstoreError
+from blobstore.core.records import ObjectVersion
+from blobstore.core.s3 import errors as s3e
+from blobstore.core.s3 import ranges, sigv4
+from blobstore.gateway.read_path import read_range
+from blobstore.gateway.write_path import ExpectedDigests, ObjectAttributes, write_object
+
+log = logging.getLogger(__name__)
+BODY_CHUNK_BYTES = 1024 * 1024
+STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding",
+                  "content-language", "expires")
+MAX_USER_METADATA_BYTES = 2048
+
+
+def _state(request: web.Request):  # type: ignore[no-untyped-def]
+    from blobstore.gateway.app import STATE
+
+    return request.app[STATE]
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return
+            yield chunk
+    except (ConnectionError, OSError) as exc:
+        raise s3e.IncompleteBody("the connection closed before the whole body arrived") from exc
+
+
+def _expected_digests(request: web.Request) -> ExpectedDigests:
+    claimed = request.headers.get("x-amz-content-sha256", "")
+    kind = sigv4.payload_hash_kind(claimed) if claimed else "unsigned"
+    if kind == "streaming":
+        raise s3e.S3NotImplemented("aws-chunked streaming uploads are not supported yet.")
+    checksums = {}
+    for algorithm in CHECKSUM_ALGORITHMS:
+        value = request.headers.get(f"x-amz-checksum-{algorithm}")
+        if value is not None:
+            checksums[algorithm] = value
+    return ExpectedDigests(sha256_hex=claimed.lower() if kind == "signed" else None,
+                           md5_b64=request.headers.get("Content-MD5"), checksums=checksums)
+
+
+def _attributes(request: web.Request) -> ObjectAttributes:
+    metadata = {name[len("x-amz-meta-"):].lower(): value
+                for name, value in request.headers.items()
+                if name.lower().startswith("x-amz-meta-")}
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_USER_METADATA_BYTES:
+        raise s3e.InvalidArgument("user metadata is larger than 2 KB")
+    stored = {name: request.headers[name] for name in STORED_HEADERS if name in request.headers}
+    return ObjectAttributes(
+        content_type=request.headers.get("Content-Type", "binary/octet-stream"),
+        user_metadata=metadata, headers=stored)
+
+
+async def put_object(request: web.Request) -> web.Response:
+    state = _state(request)
+    bucket, key = request["bucket"], request["key"]
+    length = request.content_length
+    if length is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        raise s3e.MissingContentLength("You must provide the Content-Length HTTP header.")
+    expected = _expected_digests(request)
+    attributes = _attributes(request)
+    await state.meta.head_bucket(bucket)  # NoSuchBucket before reading the body
+    version = await write_object(state, bucket, key, _body(request), length, expected, attributes)
+    headers = {"ETag": f'"{version.etag}"'}
+    for algorithm, value in version.checksums.items():
+        headers[f"x-amz-checksum-{algorithm}"] = value
+    return web.Response(status=200, headers=headers)
+
+
+def _object_headers(version: ObjectVersion, request: web.Request,
+                    whole: bool) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{version.etag}"',
+        "Last-Modified": email.utils.formatdate(version.created_ns / 1e9, usegmt=True),
+        "Content-Type": version.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    headers.update({name.title(): value for name, value in version.headers.items()})
+    for name, value in version.user_metadata.items():
+        headers[f"x-amz-meta-{name}"] = value
+    # Checksums describe the whole object: S3 sends none with a partial (range) response.
+    if whole and request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        for algorithm, value in version.checksums.items():
+            headers[f"x-amz-checksum-{algorithm}"] = value
+    return headers
+
+
+async def get_object(request: web.Request, head: bool) -> web.StreamResponse:
+    state = _state(request)
+    manifest = await state.meta.get_manifest(request["bucket"], request["key"])
+    version = manifest.version
+    byte_range = ranges.parse_range(request.headers.get("Range"), version.size)
+    headers = _object_headers(version, request, whole=byte_range is None)
+    status, first, last = 200, 0, version.size - 1
+    if byte_range is not None:
+        status, (first, last) = 206, byte_range
+        headers["Content-Range"] = f"bytes {first}-{last}/{version.size}"
+    headers["Content-Length"] = str(last - first + 1 if version.size else 0)
+    if head or version.size == 0:
+        return web.Response(status=status, headers=headers)
+    chunks = read_range(state, manifest, first, last)
+    # The first piece is fetched before the status line goes out, so a segment that cannot
+    # be read at all answers 503 instead of a truncated 200.
+    first_piece = await anext(chunks)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    try:
+        await response.write(first_piece)
+        async for piece in chunks:
+            await response.write(piece)
+    except BlobstoreError as exc:
+        # Headers are out: the only honest signal left is to cut the connection, so the
+        # client sees fewer bytes than Content-Length and never takes a short body as whole.
+        log.warning("GET %s/%s failed mid-stream: %s", request["bucket"], request["key"], exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def delete_object(request: web.Request) -> web.Response:
+    state = _state(request)
+    await state.meta.delete_object(request["bucket"], request["key"])
+    return web.Response(status=204)

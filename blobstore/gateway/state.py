@@ -1,0 +1,91 @@
+"""What one gateway process shares between requests: clients, the thread pool for
+hashing and coding, and cached views of meta (cluster map, S3 secrets).
+
+The cluster map is refreshed in the background every ``MAP_REFRESH_S``; placement uses the
+cached map, so a write never waits on meta to learn where shards go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from blobstore.config import ClusterConfig, NodeConfig
+from blobstore.core.ec import EcPolicy
+from blobstore.core.errors import BlobstoreError, Unavailable
+from blobstore.core.placement import Candidate
+from blobstore.core.records import ClusterMap, NodeRole, NodeState
+from blobstore.rpc.client import RpcClient
+from blobstore.rpc.meta_client import MetaClient
+from blobstore.rpc.storage_client import StorageClient
+
+log = logging.getLogger(__name__)
+MAP_REFRESH_S = 1.0
+SECRET_CACHE_TTL_S = 60.0
+SEGMENTS_IN_FLIGHT_PER_REQUEST = 3  # bounds memory: ~1.5 segment sizes each
+READ_AHEAD_SEGMENTS = 2
+
+
+@dataclass
+class GatewayState:
+    config: ClusterConfig
+    node: NodeConfig
+    rpc: RpcClient
+    meta: MetaClient
+    storage: StorageClient
+    executor: ThreadPoolExecutor
+    policy: EcPolicy
+    cluster_map: ClusterMap | None = None
+    map_fetched_at: float = 0.0
+    secrets: dict[str, tuple[str, float]] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run_in_pool(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def current_map(self) -> ClusterMap:
+        if self.cluster_map is None or time.monotonic() - self.map_fetched_at > 5 * MAP_REFRESH_S:
+            await self.refresh_map()
+        assert self.cluster_map is not None
+        return self.cluster_map
+
+    async def refresh_map(self) -> None:
+        self.cluster_map = await self.meta.cluster_map()
+        self.map_fetched_at = time.monotonic()
+
+    async def refresh_map_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh_map()
+            except BlobstoreError as exc:
+                log.warning("cluster map refresh failed: %s", exc)
+            await asyncio.sleep(MAP_REFRESH_S)
+
+    async def address_of(self, node_id: str) -> str:
+        for node in (await self.current_map()).nodes:
+            if node.id == node_id:
+                return node.address
+        raise Unavailable(f"node {node_id} is not in the cluster map")
+
+    async def write_candidates(self) -> list[Candidate]:
+        """Storage nodes a new shard may go to: those up now."""
+        nodes = (await self.current_map()).nodes
+        return [Candidate(n.id, n.zone, n.weight) for n in nodes
+                if n.role == NodeRole.STORAGE and n.state == NodeState.UP]
+
+    async def secret_for(self, access_key: str) -> str:
+        cached = self.secrets.get(access_key)
+        if cached and time.monotonic() - cached[1] < SECRET_CACHE_TTL_S:
+            return cached[0]
+        secret = await self.meta.get_user(access_key)
+        self.secrets[access_key] = (secret, time.monotonic())
+        return secret
+
+    def spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        """Fire-and-forget work owned by the app (reports to meta); cancelled at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

@@ -1,0 +1,214 @@
+"""PutObject: body -> segments -> hash and encode in the pool -> parallel shard puts -> commit.
+
+Rules:
+- Memory is bounded: the reader holds one segment being filled; at most
+  ``SEGMENTS_IN_FLIGHT_PER_REQUEST`` segments are being encoded or written at once, and the
+  reader waits for a slot before cutting the next one.
+- A segment already stored (same SHA-256) is not written again (dedup); meta counts it.
+- Shards go to the placement's nodes in parallel; a failed put moves that shard to the next
+  spare node of the ranking. The segment is durable when at least the write quorum
+  (default k+1) of distinct nodes fsync'd a shard; shards that could not be written are
+  recorded as missing (None) and meta queues them for repair at commit.
+- The object exists only once meta commits the version (one command, atomically with the
+  refcounts). Digests the client sent (signed SHA-256, Content-MD5, x-amz-checksum-*) are
+  checked BEFORE that commit: a mismatch leaves nothing visible (written shards become
+  orphans for the garbage collector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from blobstore.core import ec
+from blobstore.core.digests import BodyDigests, segment_id
+from blobstore.core.errors import BlobstoreError, Unavailable
+from blobstore.core.ids import shard_id
+from blobstore.core.placement import Candidate, rank
+from blobstore.core.records import ObjectVersion, Segment, SegmentRef
+from blobstore.core.s3 import errors as s3e
+from blobstore.core.segmenter import Segmenter
+from blobstore.gateway.state import SEGMENTS_IN_FLIGHT_PER_REQUEST, GatewayState
+
+SHARD_PUT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ExpectedDigests:
+    """What the client claims about the body; each is checked when present."""
+
+    sha256_hex: str | None = None
+    md5_b64: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64
+
+
+@dataclass(frozen=True)
+class ObjectAttributes:
+    content_type: str = "application/octet-stream"
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    offset: int
+    length: int
+    id: str
+    shards: list[ec.Buffer]
+    sums: list[str]
+
+
+def _prepare(policy: ec.EcPolicy, offset: int, data: bytes) -> _Prepared:
+    """CPU work of one segment, run in the pool (hashlib and zfec release the GIL)."""
+    shards = ec.encode(policy, data)
+    return _Prepared(offset, len(data), segment_id(data), shards,
+                     [ec.shard_checksum(s) for s in shards])
+
+
+async def write_object(state: GatewayState, bucket: str, key: str, body: AsyncIterator[bytes],
+                       content_length: int | None, expected: ExpectedDigests,
+                       attributes: ObjectAttributes) -> ObjectVersion:
+    digests = BodyDigests(want_sha256=expected.sha256_hex is not None,
+                          checksum_algorithms=expected.checksums.keys())
+    segmenter = Segmenter(state.config.segment_size_bytes)
+    writer = _SegmentWriter(state)
+    received = 0
+    try:
+        async for chunk in body:
+            received += len(chunk)
+            if content_length is not None and received > content_length:
+                raise s3e.IncompleteBody("the body is longer than its Content-Length")
+            for offset, data in segmenter.feed(chunk):
+                await state.run_in_pool(digests.update, data)
+                await writer.submit(offset, data)
+        for offset, data in segmenter.finish():
+            await state.run_in_pool(digests.update, data)
+            await writer.submit(offset, data)
+        if content_length is not None and digests.size != content_length:
+            raise s3e.IncompleteBody(
+                f"received {digests.size} of the {content_length} bytes announced")
+        refs, new_segments = await writer.finish()
+    except BaseException:
+        await writer.cancel()
+        raise
+    checksums = _check_digests(digests, expected)
+    version = ObjectVersion(
+        bucket=bucket, key=key, version_id=secrets.token_hex(8), size=digests.size,
+        etag=digests.etag(), created_ns=time.time_ns(), segments=refs,
+        content_type=attributes.content_type, user_metadata=attributes.user_metadata,
+        checksums=checksums, headers=attributes.headers)
+    await state.meta.put_object(version, new_segments)
+    return version
+
+
+def _check_digests(digests: BodyDigests, expected: ExpectedDigests) -> dict[str, str]:
+    if expected.sha256_hex is not None:
+        assert digests.sha256 is not None
+        if digests.sha256.hexdigest() != expected.sha256_hex.lower():
+            raise s3e.XAmzContentSHA256Mismatch(
+                "The provided 'x-amz-content-sha256' header does not match what was computed.")
+    if expected.md5_b64 is not None:
+        try:
+            claimed = base64.b64decode(expected.md5_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise s3e.InvalidDigest("The Content-MD5 you specified was invalid.") from exc
+        if len(claimed) != 16:
+            raise s3e.InvalidDigest("The Content-MD5 you specified was invalid.")
+        if claimed != digests.md5.digest():
+            raise s3e.BadDigest("The Content-MD5 you specified did not match what we received.")
+    checksums: dict[str, str] = {}
+    for algorithm, claimed_b64 in expected.checksums.items():
+        actual = digests.checksum_b64(algorithm)
+        if actual != claimed_b64:
+            raise s3e.BadDigest(
+                f"The {algorithm.upper()} you specified did not match the calculated checksum.")
+        checksums[algorithm] = actual
+    return checksums
+
+
+class _SegmentWriter:
+    """Runs up to N segments at once; keeps their refs in object order."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.slots = asyncio.Semaphore(SEGMENTS_IN_FLIGHT_PER_REQUEST)
+        self.tasks: list[asyncio.Task[tuple[SegmentRef, Segment | None]]] = []
+
+    async def submit(self, offset: int, data: bytes) -> None:
+        await self.slots.acquire()
+        for task in self.tasks:  # fail fast: do not read more body after a failed segment
+            if task.done() and task.exception() is not None:
+                self.slots.release()
+                raise task.exception()  # type: ignore[misc]
+        task = asyncio.get_running_loop().create_task(self._store(offset, data))
+        task.add_done_callback(lambda _: self.slots.release())
+        self.tasks.append(task)
+
+    async def _store(self, offset: int, data: bytes) -> tuple[SegmentRef, Segment | None]:
+        state = self.state
+        prepared = await state.run_in_pool(_prepare, state.policy, offset, data)
+        ref = SegmentRef(id=prepared.id, offset=offset, length=prepared.length)
+        known = await state.meta.lookup_segments([prepared.id])
+        if prepared.id in known:
+            return ref, None
+        placement = await write_shards(state, prepared.id, prepared.shards, prepared.sums,
+                                       prepared.length)
+        segment = Segment(id=prepared.id, length=prepared.length,
+                          data_shards=state.policy.data_shards,
+                          parity_shards=state.policy.parity_shards,
+                          shard_xxh3=prepared.sums, placement=placement)
+        return ref, segment
+
+    async def finish(self) -> tuple[list[SegmentRef], list[Segment]]:
+        results = [await task for task in self.tasks]
+        refs = [ref for ref, _ in results]
+        new: dict[str, Segment] = {}
+        for _, segment in results:
+            if segment is not None and segment.id not in new:
+                new[segment.id] = segment
+        return refs, list(new.values())
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def write_shards(state: GatewayState, seg_id: str, shards: list[ec.Buffer],
+                       sums: list[str], segment_length: int,
+                       candidates: list[Candidate] | None = None) -> list[str | None]:
+    """Put every shard on its node (spares on failure); the placement, or Unavailable."""
+    policy = state.policy
+    ranking = rank(seg_id, candidates if candidates is not None else await state.write_candidates())
+    quorum = state.config.effective_write_quorum
+    if len(ranking) < quorum:
+        raise Unavailable(f"only {len(ranking)} storage nodes up; {quorum} needed to write")
+    spares = [c.node_id for c in ranking[policy.total_shards:]]
+
+    async def put_one(index: int, node_id: str) -> str | None:
+        while True:
+            try:
+                await state.storage.put_shard(
+                    await state.address_of(node_id), shard_id(seg_id, index), shards[index],
+                    data_shards=policy.data_shards, parity_shards=policy.parity_shards,
+                    segment_length=segment_length, xxh3_hex=sums[index],
+                    timeout_s=SHARD_PUT_TIMEOUT_S)
+                return node_id
+            except BlobstoreError:
+                if not spares:
+                    return None
+                node_id = spares.pop(0)
+
+    targets = [c.node_id for c in ranking[: policy.total_shards]]
+    placement: list[str | None] = list(await asyncio.gather(
+        *(put_one(i, node) for i, node in enumerate(targets))))
+    placement += [None] * (policy.total_shards - len(placement))
+    written = sum(1 for node in placement if node is not None)
+    if written < quorum:
+        raise Unavailable(f"wrote {written} of {policy.total_shards} shards; {quorum} needed")
+    return placement
