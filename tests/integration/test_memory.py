@@ -1,0 +1,47 @@
+"""A 1 GiB upload streams through the gateway in bounded memory (DESIGN.md principle 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+pytestmark = pytest.mark.integration
+MIB = 1024 * 1024
+GATEWAY_RSS_CEILING_BYTES = 300 * MIB
+
+
+def peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_one_gib_upload_keeps_gateway_peak_rss_under_300_mib(cluster, s3, tmp_path):
+    s3.create_bucket(Bucket="big")
+    path = tmp_path / "one-gib"
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        for _ in range(64):
+            chunk = os.urandom(16 * MIB)
+            digest.update(chunk)
+            handle.write(chunk)
+    with open(path, "rb") as body:
+        s3.put_object(Bucket="big", Key="one-gib", Body=body)
+    path.unlink()
+    gateway_pid = cluster.pid("gateway-1")
+    peak = peak_rss_bytes(gateway_pid)
+    print(f"gateway peak RSS after a 1 GiB upload: {peak / MIB:.1f} MiB")
+    assert peak < GATEWAY_RSS_CEILING_BYTES
+    response = s3.get_object(Bucket="big", Key="one-gib")
+    readback = hashlib.sha256()
+    for chunk in response["Body"].iter_chunks(4 * MIB):
+        readback.update(chunk)
+    assert readback.hexdigest() == digest.hexdigest()
+    peak = peak_rss_bytes(gateway_pid)
+    print(f"gateway peak RSS after reading it back: {peak / MIB:.1f} MiB")
+    assert peak < GATEWAY_RSS_CEILING_BYTES
+    s3.delete_object(Bucket="big", Key="one-gib")
