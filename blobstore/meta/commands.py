@@ -1,0 +1,134 @@
+"""The commands of the metadata state machine, their envelope and their outcome.
+
+Every state change of the metadata service is one of these commands, wrapped in a
+:class:`CommandEnvelope` that names its client session, appended to the command log and
+applied by ``meta/state_machine.py``. The same bytes are applied on every replica (a later
+issue replicates the log with Raft), so a command carries every input it needs, times
+included: the state machine reads no clock and draws no random numbers.
+
+Rules:
+
+1. Commands are frozen msgspec structs in one tagged union; the tag field is ``type``
+   (``{"type": "create_bucket", "name": ..., "created_ns": ...}`` on the wire).
+2. ``(client_id, sequence)`` identifies a command: a repeated pair returns the outcome of
+   the first without applying again (apply-once, the Raft dissertation's client sessions).
+   A client numbers its commands 1, 2, 3, ... and may have several in flight.
+3. ``ack_below`` is the client's promise that it holds the answer of every sequence below
+   it, so the session may forget those outcomes; a command below the session's floor is a
+   stale duplicate and is refused without being applied. 0 promises nothing.
+4. An :class:`Outcome` is either a value (a JSON-able dict) or an error (the code and
+   message of a ``BlobstoreError``). A failed command was still decided, deterministically:
+   its outcome is recorded like any other.
+
+Encodings: msgpack in the log and the session table (compact), JSON on the wire (the RPC
+convention); both through the schema of these structs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from blobstore.core.errors import BlobstoreError, error_from_code
+from blobstore.core.records import ObjectVersion, Segment
+
+
+class _Command(msgspec.Struct, frozen=True, tag_field="type"):
+    """Base of the command union; subclasses set their ``tag``."""
+
+
+class CreateBucket(_Command, frozen=True, tag="create_bucket"):
+    name: str
+    created_ns: int
+
+
+class DeleteBucket(_Command, frozen=True, tag="delete_bucket"):
+    name: str
+
+
+class PutObject(_Command, frozen=True, tag="put_object"):
+    version: ObjectVersion
+    new_segments: list[Segment] = []
+
+
+class DeleteObject(_Command, frozen=True, tag="delete_object"):
+    bucket: str
+    key: str
+
+
+class ReportBadShard(_Command, frozen=True, tag="report_bad_shard"):
+    segment_id: str
+    index: int
+    node_id: str
+    reason: str = ""
+
+
+class PutUser(_Command, frozen=True, tag="put_user"):
+    access_key: str
+    secret_key: str
+    name: str = ""
+
+
+Command = CreateBucket | DeleteBucket | PutObject | DeleteObject | ReportBadShard | PutUser
+
+
+class CommandEnvelope(msgspec.Struct, frozen=True):
+    client_id: str
+    sequence: int
+    command: Command
+    ack_below: int = 0  # the client holds the outcome of every sequence below this
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What applying a command decided: a value, or an error code and message."""
+
+    value: dict[str, Any] = {}
+    error_code: str = ""
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_code
+
+    @classmethod
+    def failure(cls, error: BlobstoreError) -> Outcome:
+        return cls(error_code=error.code, error_message=error.message)
+
+    def unwrap(self) -> dict[str, Any]:
+        """The value, or raise the typed error this outcome records."""
+        if self.error_code:
+            raise error_from_code(self.error_code, self.error_message)
+        return self.value
+
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_envelope_decoder = msgspec.msgpack.Decoder(CommandEnvelope)
+_outcome_decoder = msgspec.msgpack.Decoder(Outcome)
+_envelope_json_decoder = msgspec.json.Decoder(CommandEnvelope)
+
+
+def encode_envelope(envelope: CommandEnvelope) -> bytes:
+    """Log encoding (msgpack)."""
+    return _msgpack_encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> CommandEnvelope:
+    return _envelope_decoder.decode(data)
+
+
+def envelope_to_json(envelope: CommandEnvelope) -> bytes:
+    """Wire encoding (JSON)."""
+    return msgspec.json.encode(envelope)
+
+
+def envelope_from_json(data: bytes) -> CommandEnvelope:
+    return _envelope_json_decoder.decode(data)
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    return _msgpack_encoder.encode(outcome)
+
+
+def decode_outcome(data: bytes) -> Outcome:
+    return _outcome_decoder.decode(data)

@@ -1,0 +1,90 @@
+"""Storage heartbeats -> node states, and the cluster map built from them.
+
+Soft state, kept in memory only and never logged: every storage node sends a heartbeat
+each second (capacity, use, shard count); this module remembers the last one per node and
+judges liveness from its age. Time is an argument (``now_s``, monotonic seconds), so the
+rules are testable without a clock.
+
+Rules for a storage node:
+
+1. Heard within ``suspect_after_s`` (3 s): UP.
+2. Silent for ``suspect_after_s`` or more: SUSPECT; for ``down_after_s`` or more: DOWN.
+3. Never heard since this meta process started: SUSPECT (still in the map), and DOWN once
+   the process has been up for ``down_after_s`` without hearing from it: a restarted meta
+   waits one ``down_after_s`` before declaring anyone down (DESIGN.md).
+
+Gateway and meta nodes send no heartbeats and are shown UP. The map's epoch is 1: the node
+set comes from the config file and does not change while the cluster runs (membership
+changes, drain and their epochs come with later issues).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from blobstore.config import ClusterConfig, NodeConfig
+from blobstore.core.errors import Invalid
+from blobstore.core.records import ClusterMap, NodeRole, NodeState, NodeView
+
+SUSPECT_AFTER_S = 3.0
+MAP_EPOCH = 1
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    capacity_bytes: int
+    used_bytes: int
+    shard_count: int
+    heard_s: float  # monotonic time of receipt
+    heard_ns: int  # wall-clock time of receipt, for display
+
+
+class FailureDetector:
+    """Last heartbeat per node; states by age (rules in the module docstring)."""
+
+    def __init__(self, config: ClusterConfig, started_s: float,
+                 suspect_after_s: float = SUSPECT_AFTER_S) -> None:
+        self.config = config
+        self.started_s = started_s
+        self.suspect_after_s = suspect_after_s
+        self.down_after_s = config.down_after_s
+        self._heartbeats: dict[str, Heartbeat] = {}
+
+    def heartbeat(self, node_id: str, now_s: float, wall_ns: int, *, capacity_bytes: int,
+                  used_bytes: int, shard_count: int) -> None:
+        if not any(node.id == node_id for node in self.config.nodes):
+            raise Invalid(f"heartbeat from unknown node {node_id!r}")
+        if min(capacity_bytes, used_bytes, shard_count) < 0:
+            raise Invalid("heartbeat with negative counters")
+        self._heartbeats[node_id] = Heartbeat(capacity_bytes=capacity_bytes,
+                                              used_bytes=used_bytes, shard_count=shard_count,
+                                              heard_s=now_s, heard_ns=wall_ns)
+
+    def state(self, node: NodeConfig, now_s: float) -> NodeState:
+        if node.role != NodeRole.STORAGE:
+            return NodeState.UP
+        heartbeat = self._heartbeats.get(node.id)
+        if heartbeat is None:
+            silent_s = now_s - self.started_s
+            return NodeState.DOWN if silent_s >= self.down_after_s else NodeState.SUSPECT
+        silent_s = now_s - heartbeat.heard_s
+        if silent_s >= self.down_after_s:
+            return NodeState.DOWN
+        if silent_s >= self.suspect_after_s:
+            return NodeState.SUSPECT
+        return NodeState.UP
+
+    def view(self, node: NodeConfig, now_s: float) -> NodeView:
+        heartbeat = self._heartbeats.get(node.id)
+        counters = {}
+        if heartbeat is not None:
+            counters = {"capacity_bytes": heartbeat.capacity_bytes,
+                        "used_bytes": heartbeat.used_bytes,
+                        "shard_count": heartbeat.shard_count,
+                        "last_heartbeat_ns": heartbeat.heard_ns}
+        return NodeView(id=node.id, role=node.role, address=node.address, zone=node.zone,
+                        weight=node.weight, state=self.state(node, now_s), **counters)
+
+    def cluster_map(self, now_s: float) -> ClusterMap:
+        return ClusterMap(epoch=MAP_EPOCH, data_shards=self.config.data_shards,
+                          parity_shards=self.config.parity_shards,
+                          nodes=[self.view(node, now_s) for node in self.config.nodes])
