@@ -55,7 +55,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except UnicodeDecodeError as exc:
         raise s3e.InvalidArgument("the request path is not valid UTF-8") from exc
     request["auth"] = await authenticate(request)
-    method, query = request.method, request.query
+    # The parameters exactly as signed (yarl would turn '+' into a space).
+    query = dict(sigv4.parse_query(request.raw_path.partition("?")[2]))
+    request["query"] = query
+    method = request.method
     if not bucket:
         if method == "GET":
             return await buckets.list_buckets(request)

@@ -48,7 +48,7 @@ def decode_token(token: str) -> str:
 
 async def list_objects(request: web.Request) -> web.Response:
     state = _state(request)
-    query = request.query
+    query = request["query"]
     bucket = request["bucket"]
     v2 = query.get("list-type") == "2"
     prefix = query.get("prefix", "")

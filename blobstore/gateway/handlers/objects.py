@@ -41,8 +41,8 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 def _expected_digests(request: web.Request) -> ExpectedDigests:
-    claimed = request.headers.get("x-amz-content-sha256", "")
-    kind = sigv4.payload_hash_kind(claimed) if claimed else "unsigned"
+    claimed = request["auth"].payload_hash  # as signed (header, or query when presigned)
+    kind = sigv4.payload_hash_kind(claimed)
     if kind == "streaming":
         raise s3e.S3NotImplemented("aws-chunked streaming uploads are not supported yet.")
     checksums = {}
