@@ -1,0 +1,92 @@
+"""``blobstore serve``: run one node of a cluster in this process.
+
+The node's role (meta, storage, gateway) comes from cluster.toml; its app is built by
+``blobstore.<role>.app.create_app(config, node)``, imported by role name only when needed,
+so a process never loads the code of another role. The app is served on the node's address
+with ``AppRunner`` + ``TCPSite(reuse_address=True)``. Background work belongs to the app's
+``cleanup_ctx`` and is stopped by ``runner.cleanup()``.
+
+Lifecycle: SIGTERM or SIGINT ends the wait, and the runner is cleaned up (connections drained,
+cleanup contexts exited) before the process exits 0. A taken port is refused with a
+one-line ``ServeError`` before anything else starts. uvloop is used if it is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib
+import logging
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from blobstore.config import ClusterConfig, NodeConfig, load_config
+from blobstore.core.errors import BlobstoreError
+from blobstore.runtime.logs import setup_logging
+
+log = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class ServeError(BlobstoreError):
+    """The node could not start serving."""
+
+    code = "ServeError"
+
+
+def build_app(config: ClusterConfig, node: NodeConfig) -> web.Application:
+    """The role's aiohttp app for ``node`` (the role module is imported here, lazily)."""
+    module = importlib.import_module(f"blobstore.{node.role.value}.app")
+    return module.create_app(config, node)
+
+
+def serve(config_path: str | Path, node_id: str) -> None:
+    """Run node ``node_id`` of the cluster at ``config_path`` until SIGTERM or SIGINT."""
+    config = load_config(config_path)
+    node = config.node(node_id)
+    setup_logging(node_id)
+    Path(node.data_dir).mkdir(parents=True, exist_ok=True)
+    app = build_app(config, node)
+    _run(_serve_until_signalled(app, node))
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop  # type: ignore[import-not-found]  # optional, not a dependency
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+async def _serve_until_signalled(app: web.Application, node: NodeConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, node.host.strip("[]"), node.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise _listen_error(node, exc) from exc
+        log.info("serving role=%s address=%s data_dir=%s", node.role.value, node.address,
+                 node.data_dir)
+        await stop.wait()
+        log.info("stopping on signal")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _listen_error(node: NodeConfig, exc: OSError) -> ServeError:
+    if exc.errno == errno.EADDRINUSE:
+        return ServeError(f"{node.id}: cannot listen on {node.address}: address already in use")
+    return ServeError(f"{node.id}: cannot listen on {node.address}: {exc.strerror or exc}")
