@@ -81,6 +81,7 @@ class ClusterConfig:
     segment_size_bytes: int = 4 * MIB
     down_after_s: float = 600.0
     scrub_interval_s: float = 7 * 86400.0
+    scrub_rate_bytes_per_s: int = 64 * MIB  # per storage node; 0 = unthrottled
     gc_grace_s: float = 3600.0
     s3_domain: str = ""
     allow_stale_reads: bool = False
@@ -120,6 +121,7 @@ _CLUSTER_FIELDS = {
     "segment_size_bytes": int,
     "down_after_s": (int, float),
     "scrub_interval_s": (int, float),
+    "scrub_rate_bytes_per_s": int,
     "gc_grace_s": (int, float),
     "s3_domain": str,
     "allow_stale_reads": bool,

@@ -50,6 +50,11 @@ class StorageStatus(msgspec.Struct, frozen=True):
     capacity_bytes: int
     used_bytes: int
     shard_count: int
+    scrub_passes_completed: int = 0
+    scrub_shards_checked: int = 0
+    scrub_shards_total: int = 0
+    scrub_corrupt_found: int = 0
+    scrub_last_pass_completed_s: float = 0.0
 
 
 def shard_info_headers(info: ShardInfo) -> dict[str, str]:

@@ -42,8 +42,10 @@ from blobstore.core.records import NodeRole
 from blobstore.core.shard_format import ShardHeader
 from blobstore.rpc import wire
 from blobstore.rpc.client import RpcClient, new_session
+from blobstore.rpc.meta_client import MetaClient
 from blobstore.rpc.server import internal_app, json_response
 from blobstore.storage.heartbeat import Heartbeat
+from blobstore.storage.scrubber import Scrubber, ScrubStatus
 from blobstore.storage.shard_store import ShardStore, ShardStoreSettings
 
 MIB = 1024 * 1024
@@ -72,6 +74,7 @@ class StorageState:
         self.store: ShardStore | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.heartbeat: Heartbeat | None = None
+        self.scrubber: Scrubber | None = None
 
     async def call(self, function: Callable[..., T], *args: object) -> T:
         """Run a blocking store call in the bounded pool."""
@@ -88,8 +91,14 @@ class StorageState:
 
     async def status(self) -> wire.StorageStatus:
         stats = await self.call(self.open_store.stats)
-        return wire.StorageStatus(node_id=self.node.id, capacity_bytes=stats.capacity_bytes,
-                                  used_bytes=stats.used_bytes, shard_count=stats.shard_count)
+        scrub = self.scrubber.status() if self.scrubber else ScrubStatus()
+        return wire.StorageStatus(
+            node_id=self.node.id, capacity_bytes=stats.capacity_bytes,
+            used_bytes=stats.used_bytes, shard_count=stats.shard_count,
+            scrub_passes_completed=scrub.passes_completed,
+            scrub_shards_checked=scrub.shards_checked, scrub_shards_total=scrub.shards_total,
+            scrub_corrupt_found=scrub.corrupt_found,
+            scrub_last_pass_completed_s=scrub.last_pass_completed_s)
 
 
 STATE_KEY = web.AppKey("storage_state", StorageState)
@@ -103,12 +112,15 @@ def create_app(config: ClusterConfig, node: NodeConfig, *,
     app[STATE_KEY] = state
     app.cleanup_ctx.append(functools.partial(_store_context, state))
     app.cleanup_ctx.append(functools.partial(_heartbeat_context, config, state))
+    app.cleanup_ctx.append(functools.partial(_scrubber_context, config, state))
     app.router.add_put("/v1/shards/{shard_id}", put_shard)
     app.router.add_get("/v1/shards/{shard_id}", get_shard, allow_head=False)
     app.router.add_head("/v1/shards/{shard_id}", head_shard)
     app.router.add_delete("/v1/shards/{shard_id}", delete_shard)
     app.router.add_get("/v1/shards", list_shards)
     app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/scrub", start_scrub)
+    app.router.add_get("/v1/scrub", scrub_status)
     app.router.add_get("/_blobstore/healthz", healthz)
     app.router.add_get("/_blobstore/readyz", readyz)
     return app
@@ -148,6 +160,30 @@ async def _heartbeat_context(config: ClusterConfig, state: StorageState,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await session.close()
+
+
+async def _scrubber_context(config: ClusterConfig, state: StorageState,
+                            app: web.Application) -> AsyncIterator[None]:
+    session = new_session(limit_per_host=2)
+    rpc = RpcClient(session, config.secret)
+    meta = MetaClient(rpc, [n.address for n in config.by_role(NodeRole.META)],
+                      client_id=f"{state.node.id}-scrubber")
+
+    async def report(segment_id: str, index: int, reason: str) -> object:
+        return await meta.report_bad_shard(segment_id, index, state.node.id, reason)
+
+    scrubber = Scrubber(state.open_store, state.call, report, interval_s=config.scrub_interval_s,
+                        rate_bytes_per_s=config.scrub_rate_bytes_per_s)
+    state.scrubber = scrubber
+    task = asyncio.create_task(scrubber.run(), name=f"{state.node.id}-scrubber")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        state.scrubber = None
         await session.close()
 
 
@@ -220,6 +256,23 @@ async def list_shards(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     return json_response(await _state(request).status())
+
+
+def _scrubber(request: web.Request) -> Scrubber:
+    scrubber = _state(request).scrubber
+    if scrubber is None:
+        raise Unavailable("the scrubber is not running")
+    return scrubber
+
+
+async def start_scrub(request: web.Request) -> web.Response:
+    """Start a pass now; answers the pass count that marks it done (for --wait)."""
+    target = _scrubber(request).request_pass()
+    return json_response({"done_when_passes_completed_exceeds": target})
+
+
+async def scrub_status(request: web.Request) -> web.Response:
+    return json_response(_scrubber(request).status())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -331,7 +331,8 @@ def test_heartbeats_reach_the_first_meta_node_that_answers(tmp_path, caplog):
     assert beats[-1]["node_id"] == "storage-1"
     assert beats[-1]["shard_count"] == 1
     assert beats[-1]["capacity_bytes"] > beats[-1]["used_bytes"] > 0
-    assert set(beats[-1]) == {"node_id", "capacity_bytes", "used_bytes", "shard_count"}
+    assert {"node_id", "capacity_bytes", "used_bytes", "shard_count",
+            "scrub_passes_completed", "scrub_corrupt_found"} <= set(beats[-1])
     warnings = [r for r in caplog.records if r.name == "blobstore.storage.heartbeat"]
     assert len(warnings) <= 1
 
