@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import blobstore
@@ -47,12 +47,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def spawn_node(config_path: Path, node_id: str, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start one node as a child process, logging to ``log_path`` (appended)."""
+def spawn_node(config_path: Path, node_id: str, log_path: Path,
+               prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Start one node as a child process, logging to ``log_path`` (appended).
+
+    ``prefix`` wraps the command (tests run nodes in a network namespace this way).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "blobstore", "serve", "--config", str(config_path),
+            [*prefix, sys.executable, "-m", "blobstore", "serve", "--config", str(config_path),
              "--id", node_id],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
             process_group=0, close_fds=True)

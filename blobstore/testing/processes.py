@@ -43,6 +43,7 @@ from blobstore.launch.health import (
 )
 from blobstore.launch.init import InitOptions, parse_ec, plan_cluster, write_cluster
 from blobstore.launch.supervisor import START_ORDER
+from blobstore.testing.netns import NetnsLab
 
 BASE_PORT_RANGE = (20000, 30000)  # below Linux's ephemeral range (32768+)
 BASE_PORT_ATTEMPTS = 200
@@ -103,7 +104,8 @@ class Cluster:
                  ec: str = "4+2", zones: int = 1, down_after_s: float = 30.0,
                  scrub_interval_s: float = 7 * 86400.0, gc_grace_s: float = 3600.0,
                  segment_size_bytes: int = 4 * 1024 * 1024,
-                 health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True) -> None:
+                 health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
+                 netns_roles: tuple[str, ...] = ()) -> None:
         data_shards, parity_shards = parse_ec(ec)
         self.options = InitOptions(meta=meta, storage=storage, gateway=gateway,
                                    data_shards=data_shards, parity_shards=parity_shards,
@@ -116,6 +118,10 @@ class Cluster:
         self._config: ClusterConfig | None = None
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._every_process: list[subprocess.Popen[bytes]] = []
+        # Nodes of these roles run as separate hosts in network namespaces (needs root):
+        # their own address, and a link that ``partition`` cuts.
+        self.netns_roles = netns_roles
+        self.lab: NetnsLab | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -135,9 +141,34 @@ class Cluster:
 
     def write_config(self) -> ClusterConfig:
         """Write cluster.toml and credentials (as ``blobstore init``) on free ports."""
-        self._config = plan_with_free_ports(self.directory, self.options)
+        config = plan_with_free_ports(self.directory, self.options)
+        if self.netns_roles:
+            config = self._move_into_namespaces(config)
+        self._config = config
         write_cluster(self.directory, self._config, force=True)
         return self._config
+
+    def _move_into_namespaces(self, config: ClusterConfig) -> ClusterConfig:
+        if self.lab is None:
+            self.lab = NetnsLab()
+            self.lab.open()
+        nodes = []
+        for node in config.nodes:
+            if node.role in self.netns_roles:
+                address = self.lab.hosts[node.id][2] if node.id in self.lab.hosts \
+                    else self.lab.add_host(node.id)
+                node = dataclasses.replace(node, address=f"{address}:{node.port}")
+            nodes.append(node)
+        return dataclasses.replace(config, nodes=tuple(nodes))
+
+    def partition(self, node_id: str) -> None:
+        """Cut a namespaced node off from every other process (both directions)."""
+        assert self.lab is not None, "partition needs netns_roles"
+        self.lab.cut(node_id)
+
+    def heal(self, node_id: str) -> None:
+        assert self.lab is not None, "heal needs netns_roles"
+        self.lab.heal(node_id)
 
     def start_all(self) -> None:
         """Start every node, meta -> storage -> gateway, each waited for on healthz."""
@@ -162,6 +193,9 @@ class Cluster:
     def close(self) -> None:
         """Kill (SIGKILL) and reap every process this harness started. Idempotent."""
         self._kill_all()
+        if self.lab is not None:
+            self.lab.close()
+            self.lab = None
         atexit.unregister(self.close)
 
     def _kill_all(self) -> None:
@@ -187,7 +221,8 @@ class Cluster:
         if current is not None and current.poll() is None:
             raise RuntimeError(f"{node_id} is already running (pid {current.pid})")
         self.config.node(node_id)  # ConfigError for an unknown id
-        process = spawn_node(self.directory.config_path, node_id, self.log_path(node_id))
+        prefix = self.lab.exec_prefix(node_id) if self.lab and node_id in self.lab.hosts else []
+        process = spawn_node(self.directory.config_path, node_id, self.log_path(node_id), prefix)
         self._processes[node_id] = process
         self._every_process.append(process)
         if wait:
