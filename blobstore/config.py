@@ -85,6 +85,8 @@ class ClusterConfig:
     gc_grace_s: float = 3600.0
     s3_domain: str = ""
     allow_stale_reads: bool = False
+    tls_cert_file: str = ""  # PEM; when set (with the key), gateways serve S3 over HTTPS
+    tls_key_file: str = ""
     access_key: str = ""
     secret_key: str = ""
     path: str = ""
@@ -125,6 +127,8 @@ _CLUSTER_FIELDS = {
     "gc_grace_s": (int, float),
     "s3_domain": str,
     "allow_stale_reads": bool,
+    "tls_cert_file": str,
+    "tls_key_file": str,
 }
 _NODE_FIELDS = {"id": str, "role": str, "address": str, "data_dir": str, "zone": str,
                 "weight": (int, float)}
@@ -238,6 +242,9 @@ def _check_policy(config: ClusterConfig, text: str, path: str) -> None:
         raise _fail(path, line("segment_size_bytes"), "segment_size_bytes must be 64KiB..256MiB")
     if config.segment_size_bytes % config.data_shards:
         raise _fail(path, line("segment_size_bytes"), "segment_size_bytes must divide by data_shards")
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise _fail(path, line("tls_cert_file") or line("tls_key_file"),
+                    "tls_cert_file and tls_key_file go together")
     if not config.by_role(NodeRole.META):
         raise _fail(path, 0, "no meta node")
 

@@ -37,7 +37,8 @@ def cluster_endpoint(config: ClusterConfig) -> str:
     gateways = config.by_role(NodeRole.GATEWAY)
     if not gateways:
         raise Invalid(f"{config.path or 'the cluster'} has no gateway node, so no S3 endpoint")
-    return gateways[0].url
+    scheme = "https" if config.tls_cert_file else "http"
+    return f"{scheme}://{gateways[0].address}"
 
 
 def cluster_keys(directory: ClusterDir, config: ClusterConfig) -> tuple[str, str]:

@@ -12,8 +12,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from blobstore.core.s3 import chunked, names, sigv4
 from blobstore.core.s3 import errors as s3e
-from blobstore.core.s3 import names, sigv4
 from blobstore.gateway.handlers import buckets, listing, objects
 
 Handler = object
@@ -43,6 +43,10 @@ async def authenticate(request: web.Request) -> sigv4.ParsedAuth:
                                        datetime.datetime.now(datetime.UTC))
     secret = await state.secret_for(parsed.access_key)
     sigv4.check_signature(parsed, secret)
+    # What the chunks of an aws-chunked body chain their signatures from.
+    request["signing"] = chunked.SigningContext(
+        sigv4.signing_key(secret, parsed.date, parsed.region, parsed.service), parsed.amz_date,
+        parsed.scope, parsed.signature)
     return parsed
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -63,9 +64,21 @@ def spawn_node(config_path: Path, node_id: str, log_path: Path,
 
 
 def probe_healthz(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """True if the node at ``host:port`` answers healthz with 200."""
+    """True if the node at ``host:port`` answers healthz with 200 (over HTTP, or over
+    HTTPS for a gateway that serves TLS; the certificate is not checked by a probe)."""
+    return _probe(address, timeout_s, tls=False) or _probe(address, timeout_s, tls=True)
+
+
+def _probe(address: str, timeout_s: float, tls: bool) -> bool:
     host, _, port = address.rpartition(":")
-    connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout_s)
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host.strip("[]"), int(port), timeout=timeout_s, context=context)
+    else:
+        connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout_s)
     try:
         connection.request("GET", HEALTH_PATH)
         response = connection.getresponse()

@@ -18,6 +18,7 @@ import errno
 import importlib
 import logging
 import signal
+import ssl
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from blobstore.config import ClusterConfig, NodeConfig, load_config
 from blobstore.core.errors import BlobstoreError
+from blobstore.core.records import NodeRole
 from blobstore.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,19 @@ def serve(config_path: str | Path, node_id: str) -> None:
     setup_logging(node_id)
     Path(node.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_app(config, node)
-    _run(_serve_until_signalled(app, node))
+    _run(_serve_until_signalled(app, node, _tls_context(config, node)))
+
+
+def _tls_context(config: ClusterConfig, node: NodeConfig) -> ssl.SSLContext | None:
+    """HTTPS for the S3 endpoint when cluster.toml names a certificate and key."""
+    if node.role != NodeRole.GATEWAY or not config.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServeError(f"{node.id}: cannot load the TLS certificate: {exc}") from exc
+    return context
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -63,7 +77,8 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def _serve_until_signalled(app: web.Application, node: NodeConfig) -> None:
+async def _serve_until_signalled(app: web.Application, node: NodeConfig,
+                                 tls: ssl.SSLContext | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -72,7 +87,8 @@ async def _serve_until_signalled(app: web.Application, node: NodeConfig) -> None
                            access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, node.host.strip("[]"), node.port, reuse_address=True)
+        site = web.TCPSite(runner, node.host.strip("[]"), node.port, reuse_address=True,
+                           ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:

@@ -97,6 +97,17 @@ def _with_base_port(options: InitOptions, base_port: int) -> InitOptions:
     return dataclasses.replace(options, base_port=base_port)
 
 
+def make_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost (openssl), as a test CA bundle too."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 class Cluster:
     """A cluster of real processes in ``root``; a context manager that always cleans up."""
 
@@ -105,7 +116,7 @@ class Cluster:
                  scrub_interval_s: float = 7 * 86400.0, gc_grace_s: float = 3600.0,
                  segment_size_bytes: int = 4 * 1024 * 1024,
                  health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
-                 netns_roles: tuple[str, ...] = ()) -> None:
+                 netns_roles: tuple[str, ...] = (), tls: bool = False) -> None:
         data_shards, parity_shards = parse_ec(ec)
         self.options = InitOptions(meta=meta, storage=storage, gateway=gateway,
                                    data_shards=data_shards, parity_shards=parity_shards,
@@ -121,6 +132,7 @@ class Cluster:
         # Nodes of these roles run as separate hosts in network namespaces (needs root):
         # their own address, and a link that ``partition`` cuts.
         self.netns_roles = netns_roles
+        self.tls = tls  # gateways serve HTTPS with a self-signed certificate made here
         self.lab: NetnsLab | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -144,6 +156,9 @@ class Cluster:
         config = plan_with_free_ports(self.directory, self.options)
         if self.netns_roles:
             config = self._move_into_namespaces(config)
+        if self.tls:
+            cert, key = make_self_signed_certificate(self.root / "tls")
+            config = dataclasses.replace(config, tls_cert_file=str(cert), tls_key_file=str(key))
         self._config = config
         write_cluster(self.directory, self._config, force=True)
         return self._config

@@ -11,8 +11,8 @@ from aiohttp import web
 from blobstore.core.digests import CHECKSUM_ALGORITHMS
 from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import ObjectVersion
+from blobstore.core.s3 import chunked, ranges, sigv4
 from blobstore.core.s3 import errors as s3e
-from blobstore.core.s3 import ranges, sigv4
 from blobstore.gateway.read_path import read_range
 from blobstore.gateway.write_path import ExpectedDigests, ObjectAttributes, write_object
 
@@ -29,7 +29,7 @@ def _state(request: web.Request):  # type: ignore[no-untyped-def]
     return request.app[STATE]
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
+async def _wire(request: web.Request) -> AsyncIterator[bytes]:
     try:
         while True:
             chunk = await request.content.readany()
@@ -40,18 +40,59 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
         raise s3e.IncompleteBody("the connection closed before the whole body arrived") from exc
 
 
-def _expected_digests(request: web.Request) -> ExpectedDigests:
+async def _dechunked(request: web.Request, decoder: chunked.ChunkedDecoder,
+                     checksums: dict[str, str]) -> AsyncIterator[bytes]:
+    """The payload of an aws-chunked body; trailer checksums land in ``checksums``."""
+    async for wire_chunk in _wire(request):
+        for piece in decoder.feed(wire_chunk):
+            yield piece
+    decoder.finish()
+    for algorithm in list(checksums):
+        value = decoder.trailers.get(f"x-amz-checksum-{algorithm}")
+        if value is None:
+            raise s3e.InvalidRequest(f"the x-amz-checksum-{algorithm} trailer is missing")
+        checksums[algorithm] = value
+
+
+def _trailer_algorithms(request: web.Request) -> list[str]:
+    declared = request.headers.get("x-amz-trailer", "")
+    names = [name.strip().lower() for name in declared.split(",") if name.strip()]
+    algorithms = []
+    for name in names:
+        algorithm = name.removeprefix("x-amz-checksum-")
+        if algorithm == name or algorithm not in CHECKSUM_ALGORITHMS:
+            raise s3e.InvalidRequest(f"unsupported trailer {name!r}")
+        algorithms.append(algorithm)
+    return algorithms
+
+
+def _body_and_digests(request: web.Request) -> tuple[AsyncIterator[bytes], int | None,
+                                                     ExpectedDigests]:
+    """The payload stream, its length if known, and what the client claims about it.
+
+    The body's framing follows the SIGNED payload hash, never the unsigned
+    Content-Encoding header: aws-chunked exactly when the signature says STREAMING-*.
+    """
     claimed = request["auth"].payload_hash  # as signed (header, or query when presigned)
     kind = sigv4.payload_hash_kind(claimed)
-    if kind == "streaming":
-        raise s3e.S3NotImplemented("aws-chunked streaming uploads are not supported yet.")
     checksums = {}
     for algorithm in CHECKSUM_ALGORITHMS:
         value = request.headers.get(f"x-amz-checksum-{algorithm}")
         if value is not None:
             checksums[algorithm] = value
-    return ExpectedDigests(sha256_hex=claimed.lower() if kind == "signed" else None,
-                           md5_b64=request.headers.get("Content-MD5"), checksums=checksums)
+    md5 = request.headers.get("Content-MD5")
+    if kind != "streaming":
+        digests = ExpectedDigests(sha256_hex=claimed.lower() if kind == "signed" else None,
+                                  md5_b64=md5, checksums=checksums)
+        return _wire(request), request.content_length, digests
+    decoded = request.headers.get("x-amz-decoded-content-length", "")
+    if not decoded.isdigit():
+        raise s3e.MissingContentLength("aws-chunked uploads need x-amz-decoded-content-length")
+    for algorithm in _trailer_algorithms(request):
+        checksums.setdefault(algorithm, "")  # filled from the trailer when the body ends
+    decoder = chunked.ChunkedDecoder(claimed, request["signing"])
+    digests = ExpectedDigests(sha256_hex=None, md5_b64=md5, checksums=checksums)
+    return _dechunked(request, decoder, checksums), int(decoded), digests
 
 
 def _attributes(request: web.Request) -> ObjectAttributes:
@@ -61,6 +102,12 @@ def _attributes(request: web.Request) -> ObjectAttributes:
     if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_USER_METADATA_BYTES:
         raise s3e.InvalidArgument("user metadata is larger than 2 KB")
     stored = {name: request.headers[name] for name in STORED_HEADERS if name in request.headers}
+    # aws-chunked is how the body travelled, not how the object is encoded (S3 drops it).
+    encodings = [e.strip() for e in stored.get("content-encoding", "").split(",")
+                 if e.strip() and e.strip().lower() != "aws-chunked"]
+    stored.pop("content-encoding", None)
+    if encodings:
+        stored["content-encoding"] = ", ".join(encodings)
     return ObjectAttributes(
         content_type=request.headers.get("Content-Type", "binary/octet-stream"),
         user_metadata=metadata, headers=stored)
@@ -69,13 +116,13 @@ def _attributes(request: web.Request) -> ObjectAttributes:
 async def put_object(request: web.Request) -> web.Response:
     state = _state(request)
     bucket, key = request["bucket"], request["key"]
-    length = request.content_length
-    if length is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+    if request.content_length is None and \
+            request.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise s3e.MissingContentLength("You must provide the Content-Length HTTP header.")
-    expected = _expected_digests(request)
+    body, length, expected = _body_and_digests(request)
     attributes = _attributes(request)
     await state.meta.head_bucket(bucket)  # NoSuchBucket before reading the body
-    version = await write_object(state, bucket, key, _body(request), length, expected, attributes)
+    version = await write_object(state, bucket, key, body, length, expected, attributes)
     headers = {"ETag": f'"{version.etag}"'}
     for algorithm, value in version.checksums.items():
         headers[f"x-amz-checksum-{algorithm}"] = value
