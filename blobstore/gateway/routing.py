@@ -14,7 +14,7 @@ from aiohttp import web
 
 from blobstore.core.s3 import chunked, names, sigv4
 from blobstore.core.s3 import errors as s3e
-from blobstore.gateway.handlers import buckets, listing, objects
+from blobstore.gateway.handlers import batch_delete, buckets, copy, listing, objects
 
 Handler = object
 
@@ -74,8 +74,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     names.validate_key(key)
     request["key"] = key
     if method == "PUT":
-        if "x-amz-copy-source" in request.headers or "uploadId" in query:
-            raise s3e.S3NotImplemented("CopyObject and multipart uploads are not supported yet.")
+        if "uploadId" in query:
+            raise s3e.S3NotImplemented("Multipart uploads are not supported yet.")
+        if "x-amz-copy-source" in request.headers:
+            return await copy.copy_object(request)
         return await objects.put_object(request)
     if method in ("GET", "HEAD"):
         return await objects.get_object(request, head=method == "HEAD")
@@ -90,7 +92,9 @@ async def _bucket_operation(request: web.Request, method: str, query) -> web.Str
     if method == "GET":
         if "location" in query:
             return await buckets.get_bucket_location(request)
-        for unsupported in ("uploads", "versions", "policy", "acl", "lifecycle", "cors"):
+        if "versions" in query:
+            return await listing.list_versions(request)
+        for unsupported in ("uploads", "policy", "acl", "lifecycle", "cors"):
             if unsupported in query:
                 raise s3e.S3NotImplemented(f"?{unsupported} is not supported yet.")
         return await listing.list_objects(request)
@@ -101,5 +105,5 @@ async def _bucket_operation(request: web.Request, method: str, query) -> web.Str
     if method == "DELETE":
         return await buckets.delete_bucket(request)
     if method == "POST" and "delete" in query:
-        raise s3e.S3NotImplemented("DeleteObjects is not supported yet.")
+        return await batch_delete.delete_objects(request)
     raise s3e.MethodNotAllowed("The specified method is not allowed against this resource.")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3 import xml as s3xml
+from blobstore.core.s3.xml_objects import VersionEntry, render_list_versions
 
 MAX_KEYS_LIMIT = 1000
 
@@ -86,4 +87,36 @@ async def list_objects(request: web.Request) -> web.Response:
             contents=entries, common_prefixes=prefixes, is_truncated=truncated,
             marker=start_after, next_marker=next_marker if truncated and delimiter else None,
             encoding_type=encoding)
+    return web.Response(body=body, content_type="application/xml")
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    """ListObjectVersions on an unversioned bucket: every object once, as version null."""
+    state = _state(request)
+    query = request["query"]
+    bucket = request["bucket"]
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter", "")
+    encoding = query.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise s3e.InvalidArgument("Invalid Encoding Method specified in Request")
+    max_keys = _max_keys(query)
+    key_marker = query.get("key-marker", "")
+    if max_keys == 0:
+        await state.meta.head_bucket(bucket)
+        page = None
+    else:
+        page = await state.meta.list_objects(bucket, prefix=prefix, delimiter=delimiter,
+                                             start_after=key_marker, max_keys=max_keys)
+    access_key = request["auth"].access_key
+    owner = s3xml.Owner(access_key, access_key)
+    versions = [VersionEntry(e.key, _datetime(e.created_ns), e.etag, e.size, owner)
+                for e in (page.entries if page else [])]
+    truncated = bool(page and page.is_truncated)
+    body = render_list_versions(
+        bucket=bucket, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+        max_keys=max_keys, is_truncated=truncated, versions=versions,
+        common_prefixes=page.common_prefixes if page else [],
+        next_key_marker=page.next_marker if truncated and page else None,
+        encoding_type=encoding)
     return web.Response(body=body, content_type="application/xml")

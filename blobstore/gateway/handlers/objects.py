@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import logging
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from aiohttp import web
 from blobstore.core.digests import CHECKSUM_ALGORITHMS
 from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import ObjectVersion
-from blobstore.core.s3 import chunked, ranges, sigv4
+from blobstore.core.s3 import chunked, conditions, ranges, sigv4
 from blobstore.core.s3 import errors as s3e
 from blobstore.gateway.read_path import read_range
 from blobstore.gateway.write_path import ExpectedDigests, ObjectAttributes, write_object
@@ -147,12 +148,30 @@ def _object_headers(version: ObjectVersion, request: web.Request,
     return headers
 
 
+RESPONSE_OVERRIDES = {"response-content-type": "Content-Type",
+                      "response-content-language": "Content-Language",
+                      "response-expires": "Expires", "response-cache-control": "Cache-Control",
+                      "response-content-disposition": "Content-Disposition",
+                      "response-content-encoding": "Content-Encoding"}
+
+
+def last_modified(version: ObjectVersion) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(version.created_ns / 1e9, datetime.UTC)
+
+
 async def get_object(request: web.Request, head: bool) -> web.StreamResponse:
     state = _state(request)
     manifest = await state.meta.get_manifest(request["bucket"], request["key"])
     version = manifest.version
+    if conditions.evaluate(request.headers, version.etag, last_modified(version)) is not None:
+        headers = _object_headers(version, request, whole=False)
+        return web.Response(status=304, headers={k: v for k, v in headers.items()
+                                                 if k in ("ETag", "Last-Modified")})
     byte_range = ranges.parse_range(request.headers.get("Range"), version.size)
     headers = _object_headers(version, request, whole=byte_range is None)
+    for parameter, header in RESPONSE_OVERRIDES.items():
+        if parameter in request["query"]:
+            headers[header] = request["query"][parameter]
     status, first, last = 200, 0, version.size - 1
     if byte_range is not None:
         status, (first, last) = 206, byte_range
