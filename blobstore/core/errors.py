@@ -52,6 +52,30 @@ class NoSuchShard(NotFound):
     code = "NoSuchShard"
 
 
+class NoSuchUpload(NotFound):
+    """The specified multipart upload does not exist."""
+
+    code = "NoSuchUpload"
+
+
+class InvalidPart(Invalid):
+    """One or more of the specified parts could not be found or its ETag did not match."""
+
+    code = "InvalidPart"
+
+
+class InvalidPartOrder(Invalid):
+    """The list of parts was not in ascending order."""
+
+    code = "InvalidPartOrder"
+
+
+class EntityTooSmall(Invalid):
+    """A part other than the last is smaller than the minimum part size."""
+
+    code = "EntityTooSmall"
+
+
 class Conflict(BlobstoreError):
     """The request conflicts with the current state."""
 

@@ -117,3 +117,25 @@ class RepairTask(msgspec.Struct, frozen=True):
     segment_id: str
     missing: list[int]  # shard indexes known missing or bad
     reason: str
+
+
+class Upload(msgspec.Struct, frozen=True):
+    """A multipart upload in progress: what CreateMultipartUpload fixed for the object."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    created_ns: int
+    content_type: str = "binary/octet-stream"
+    user_metadata: dict[str, str] = {}
+    headers: dict[str, str] = {}
+
+
+class Part(msgspec.Struct, frozen=True):
+    """One uploaded part; its segment refs' offsets are relative to the part's start."""
+
+    number: int
+    etag: str  # hex MD5 of the part's bytes
+    size: int
+    created_ns: int
+    segments: list[SegmentRef]

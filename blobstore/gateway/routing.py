@@ -14,7 +14,7 @@ from aiohttp import web
 
 from blobstore.core.s3 import chunked, names, sigv4
 from blobstore.core.s3 import errors as s3e
-from blobstore.gateway.handlers import batch_delete, buckets, copy, listing, objects
+from blobstore.gateway.handlers import batch_delete, buckets, copy, listing, multipart, objects
 
 Handler = object
 
@@ -73,9 +73,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await _bucket_operation(request, method, query)
     names.validate_key(key)
     request["key"] = key
+    if "uploadId" in query:
+        return await _multipart_operation(request, method)
+    if method == "POST" and "uploads" in query:
+        return await multipart.create(request)
     if method == "PUT":
-        if "uploadId" in query:
-            raise s3e.S3NotImplemented("Multipart uploads are not supported yet.")
         if "x-amz-copy-source" in request.headers:
             return await copy.copy_object(request)
         return await objects.put_object(request)
@@ -83,8 +85,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await objects.get_object(request, head=method == "HEAD")
     if method == "DELETE":
         return await objects.delete_object(request)
+    raise s3e.MethodNotAllowed("The specified method is not allowed against this resource.")
+
+
+async def _multipart_operation(request: web.Request, method: str) -> web.StreamResponse:
+    if method == "PUT":
+        return await multipart.upload_part(request)
     if method == "POST":
-        raise s3e.S3NotImplemented("Multipart uploads are not supported yet.")
+        return await multipart.complete(request)
+    if method == "DELETE":
+        return await multipart.abort(request)
+    if method == "GET":
+        return await multipart.list_parts(request)
     raise s3e.MethodNotAllowed("The specified method is not allowed against this resource.")
 
 
@@ -94,7 +106,9 @@ async def _bucket_operation(request: web.Request, method: str, query) -> web.Str
             return await buckets.get_bucket_location(request)
         if "versions" in query:
             return await listing.list_versions(request)
-        for unsupported in ("uploads", "policy", "acl", "lifecycle", "cors"):
+        if "uploads" in query:
+            return await multipart.list_uploads(request)
+        for unsupported in ("policy", "acl", "lifecycle", "cors"):
             if unsupported in query:
                 raise s3e.S3NotImplemented(f"?{unsupported} is not supported yet.")
         return await listing.list_objects(request)

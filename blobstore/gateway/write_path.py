@@ -70,9 +70,20 @@ def _prepare(policy: ec.EcPolicy, offset: int, data: bytes) -> _Prepared:
                      [ec.shard_checksum(s) for s in shards])
 
 
-async def write_object(state: GatewayState, bucket: str, key: str, body: AsyncIterator[bytes],
-                       content_length: int | None, expected: ExpectedDigests,
-                       attributes: ObjectAttributes) -> ObjectVersion:
+@dataclass(frozen=True)
+class WrittenBody:
+    """A body whose segments are durable but not yet referenced by any committed record."""
+
+    size: int
+    etag: str  # hex MD5
+    checksums: dict[str, str]  # verified client checksums, base64
+    refs: list[SegmentRef]
+    new_segments: list[Segment]
+
+
+async def write_body(state: GatewayState, body: AsyncIterator[bytes], content_length: int | None,
+                     expected: ExpectedDigests) -> WrittenBody:
+    """Cut, encode and store a body; verify the client's digests. Commits nothing."""
     digests = BodyDigests(want_sha256=expected.sha256_hex is not None,
                           checksum_algorithms=expected.checksums.keys())
     segmenter = Segmenter(state.config.segment_size_bytes)
@@ -97,12 +108,19 @@ async def write_object(state: GatewayState, bucket: str, key: str, body: AsyncIt
         await writer.cancel()
         raise
     checksums = _check_digests(digests, expected)
+    return WrittenBody(digests.size, digests.etag(), checksums, refs, new_segments)
+
+
+async def write_object(state: GatewayState, bucket: str, key: str, body: AsyncIterator[bytes],
+                       content_length: int | None, expected: ExpectedDigests,
+                       attributes: ObjectAttributes) -> ObjectVersion:
+    written = await write_body(state, body, content_length, expected)
     version = ObjectVersion(
-        bucket=bucket, key=key, version_id=secrets.token_hex(8), size=digests.size,
-        etag=digests.etag(), created_ns=time.time_ns(), segments=refs,
+        bucket=bucket, key=key, version_id=secrets.token_hex(8), size=written.size,
+        etag=written.etag, created_ns=time.time_ns(), segments=written.refs,
         content_type=attributes.content_type, user_metadata=attributes.user_metadata,
-        checksums=checksums, headers=attributes.headers)
-    await state.meta.put_object(version, new_segments)
+        checksums=written.checksums, headers=attributes.headers)
+    await state.meta.put_object(version, written.new_segments)
     return version
 
 

@@ -171,6 +171,7 @@ _HANDLERS: dict[type, Callable[[lmdb.Transaction, Dbs, Any], Value]] = {
 }
 
 
+
 # ---- segments, refcounts and the repair queue --------------------------------------------
 
 
@@ -266,3 +267,21 @@ def _forget_health(txn: lmdb.Transaction, dbs: Dbs, segment_id: str) -> None:
         txn.delete(old_key, db=dbs.repair_queue)
         txn.delete(segment_key, db=dbs.repair_index)
     txn.delete(segment_key, db=dbs.degraded)
+
+
+# Multipart uploads build on the helpers above, so their module is imported last, and
+# looked up at call time (either module may be imported first).
+from blobstore.meta import multipart  # noqa: E402
+from blobstore.meta.commands import (  # noqa: E402
+    AbortUpload,
+    CompleteUpload,
+    CreateUpload,
+    PutPart,
+)
+
+_HANDLERS.update({
+    CreateUpload: lambda txn, dbs, command: multipart.create_upload(txn, dbs, command),
+    PutPart: lambda txn, dbs, command: multipart.put_part(txn, dbs, command),
+    CompleteUpload: lambda txn, dbs, command: multipart.complete_upload(txn, dbs, command),
+    AbortUpload: lambda txn, dbs, command: multipart.abort_upload(txn, dbs, command),
+})

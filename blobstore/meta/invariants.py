@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import lmdb
 
-from blobstore.core.records import ObjectVersion, RepairTask, Segment
+from blobstore.core.records import ObjectVersion, Part, RepairTask, Segment
 from blobstore.meta import schema
 from blobstore.meta.schema import Dbs, SessionHead
 
@@ -53,6 +53,11 @@ def _check_objects(txn: lmdb.Transaction, dbs: Dbs, segments: dict[str, Segment]
             refs[ref.id] = refs.get(ref.id, 0) + 1
             if ref.id not in segments:
                 problems.append(f"object {version.key!r} refers to unknown segment {ref.id}")
+    for _, value in txn.cursor(dbs.parts).iternext():  # parts of uploads hold references too
+        for ref in schema.decode(Part, value).segments:
+            refs[ref.id] = refs.get(ref.id, 0) + 1
+            if ref.id not in segments:
+                problems.append(f"an upload part refers to unknown segment {ref.id}")
     for segment_id, segment in sorted(segments.items()):
         if segment.refcount != refs.get(segment_id, 0):
             problems.append(f"segment {segment_id} refcount {segment.refcount} "

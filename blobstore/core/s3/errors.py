@@ -226,6 +226,10 @@ BY_CODE: dict[str, type[S3Error]] = _by_code()
 _FROM_DOMAIN: dict[type[domain.BlobstoreError], tuple[type[S3Error], bool]] = {
     domain.NoSuchBucket: (NoSuchBucket, False),
     domain.NoSuchKey: (NoSuchKey, False),
+    domain.NoSuchUpload: (NoSuchUpload, False),
+    domain.InvalidPart: (InvalidPart, True),
+    domain.InvalidPartOrder: (InvalidPartOrder, True),
+    domain.EntityTooSmall: (EntityTooSmall, True),
     domain.BucketAlreadyExists: (BucketAlreadyOwnedByYou, False),
     domain.BucketNotEmpty: (BucketNotEmpty, False),
     domain.Invalid: (InvalidArgument, True),
