@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from blobstore.core.errors import BlobstoreError, error_from_code
-from blobstore.core.records import ObjectVersion, Segment
+from blobstore.core.records import ObjectVersion, Part, Segment, Upload
 
 
 class _Command(msgspec.Struct, frozen=True, tag_field="type"):
@@ -70,7 +70,79 @@ class PutUser(_Command, frozen=True, tag="put_user"):
     name: str = ""
 
 
-Command = CreateBucket | DeleteBucket | PutObject | DeleteObject | ReportBadShard | PutUser
+# ---- self-healing (semantics and invariants: meta/heal.py) ---------------------------------
+
+
+class MarkNodeDown(_Command, frozen=True, tag="mark_node_down"):
+    node_id: str
+    now_ns: int
+    after: str = ""  # segment id to continue after: the command examines one page of segments
+    limit: int = 10_000  # segments examined by this command
+
+
+class LeaseRepair(_Command, frozen=True, tag="lease_repair"):
+    node_id: str
+    now_ns: int
+    lease_s: float
+    max_tasks: int
+
+
+class CompleteRepair(_Command, frozen=True, tag="complete_repair"):
+    segment_id: str
+    expected_placement: list[str | None]
+    new_placement: list[str | None]
+    repaired: list[int]  # the shard indexes written by this repair
+    node_id: str
+
+
+class FailRepair(_Command, frozen=True, tag="fail_repair"):
+    segment_id: str
+    node_id: str
+    now_ns: int
+    retry_after_s: float
+    reason: str = ""
+
+
+class GcBegin(_Command, frozen=True, tag="gc_begin"):
+    segment_ids: list[str]
+    node_id: str
+    now_ns: int
+    grace_s: float
+    lease_s: float
+
+
+class GcFinish(_Command, frozen=True, tag="gc_finish"):
+    segment_ids: list[str]
+    node_id: str
+
+
+# ---- multipart uploads (semantics: meta/multipart.py) --------------------------------------
+
+
+class CreateUpload(_Command, frozen=True, tag="create_upload"):
+    upload: Upload
+
+
+class PutPart(_Command, frozen=True, tag="put_part"):
+    upload_id: str
+    part: Part
+    new_segments: list[Segment] = []
+
+
+class CompleteUpload(_Command, frozen=True, tag="complete_upload"):
+    upload_id: str
+    parts: list[tuple[int, str]]  # (part number, ETag) in the client's order
+    version_id: str
+    created_ns: int
+
+
+class AbortUpload(_Command, frozen=True, tag="abort_upload"):
+    upload_id: str
+
+
+Command = (CreateBucket | DeleteBucket | PutObject | DeleteObject | ReportBadShard | PutUser
+           | CreateUpload | PutPart | CompleteUpload | AbortUpload
+           | MarkNodeDown | LeaseRepair | CompleteRepair | FailRepair | GcBegin | GcFinish)
 
 
 class CommandEnvelope(msgspec.Struct, frozen=True):

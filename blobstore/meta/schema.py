@@ -12,7 +12,8 @@ its client session and ``last_applied`` are written in one transaction.
 | ``repair_queue``  | healthy shard count (u16 BE) + segment id   | RepairTask (msgpack)         |
 | ``repair_index``  | segment id                                  | its healthy count (u16 BE)   |
 | ``degraded``      | segment id                                  | empty: placement has a None  |
-| ``gc``            | segment id                                  | empty: refcount is 0         |
+| ``gc``            | segment id                                  | empty: refcount is 0, or a GcMark (meta/heal.py) |
+| ``repair_leases`` | segment id                                  | RepairLease (meta/heal.py)   |
 | ``users``         | access key (UTF-8)                          | User (msgpack)               |
 | ``sessions``      | client id + NUL + sequence (u64 BE)         | Outcome (msgpack)            |
 | ``session_heads`` | client id                                   | SessionHead (msgpack)        |
@@ -49,7 +50,8 @@ from blobstore.core.ids import validate_segment_id
 from blobstore.core.records import Bucket, ObjectSummary, ObjectVersion, RepairTask, Segment
 
 DB_NAMES = ("meta", "buckets", "objects", "segments", "repair_queue", "repair_index",
-            "degraded", "gc", "users", "sessions", "session_heads", "session_idle", "log")
+            "degraded", "gc", "users", "sessions", "session_heads", "session_idle", "log",
+            "repair_leases", "uploads", "upload_index", "parts")
 MAX_DBS = 32  # room for the sub-dbs of later issues (leases, raft state)
 LAST_APPLIED_KEY = b"last_applied"
 INLINE_KEY_BYTES = 480  # + 16 hash bytes stays under LMDB's 511-byte key limit
@@ -96,6 +98,10 @@ class Dbs:
     session_heads: lmdb._Database
     session_idle: lmdb._Database
     log: lmdb._Database
+    repair_leases: lmdb._Database
+    uploads: lmdb._Database
+    upload_index: lmdb._Database
+    parts: lmdb._Database
 
 
 def open_dbs(env: lmdb.Environment) -> Dbs:
@@ -235,4 +241,7 @@ def encode(value: msgspec.Struct) -> bytes:
 
 def decode(kind: type[T], data: bytes) -> T:
     """Decode a stored value; ObjectSummary reads just its fields of an ObjectVersion."""
-    return _decoders[kind].decode(data)  # type: ignore[no-any-return]
+    decoder = _decoders.get(kind)
+    if decoder is None:  # a record type of a later module (uploads, parts, leases)
+        decoder = _decoders[kind] = msgspec.msgpack.Decoder(kind)
+    return decoder.decode(data)  # type: ignore[no-any-return]
