@@ -116,7 +116,8 @@ class Cluster:
                  scrub_interval_s: float = 7 * 86400.0, gc_grace_s: float = 3600.0,
                  segment_size_bytes: int = 4 * 1024 * 1024,
                  health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
-                 netns_roles: tuple[str, ...] = (), tls: bool = False) -> None:
+                 netns_roles: tuple[str, ...] = (), tls: bool = False,
+                 s3_domain: str = "") -> None:
         data_shards, parity_shards = parse_ec(ec)
         self.options = InitOptions(meta=meta, storage=storage, gateway=gateway,
                                    data_shards=data_shards, parity_shards=parity_shards,
@@ -133,6 +134,7 @@ class Cluster:
         # their own address, and a link that ``partition`` cuts.
         self.netns_roles = netns_roles
         self.tls = tls  # gateways serve HTTPS with a self-signed certificate made here
+        self.s3_domain = s3_domain  # virtual-host-style addressing under this domain
         self.lab: NetnsLab | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -156,6 +158,8 @@ class Cluster:
         config = plan_with_free_ports(self.directory, self.options)
         if self.netns_roles:
             config = self._move_into_namespaces(config)
+        if self.s3_domain:
+            config = dataclasses.replace(config, s3_domain=self.s3_domain)
         if self.tls:
             cert, key = make_self_signed_certificate(self.root / "tls")
             config = dataclasses.replace(config, tls_cert_file=str(cert), tls_key_file=str(key))
