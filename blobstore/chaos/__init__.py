@@ -1,0 +1,1 @@
+"""The chaos harness: a verifying workload under injected faults (see runner.py)."""
