@@ -88,15 +88,27 @@ class History:
                 legal.add(write.generation)
         return legal
 
-    def check_read(self, key: str, start: float, end: float, generation: int,
+    def check_read(self, key: str, start: float, end: float, candidates: set[int],
                    detail: str) -> bool:
-        """Record a wrong read if ``generation`` (ABSENT for 404) is not legal."""
+        """Record a wrong read unless one of the generations whose exact bytes were read
+        (``{ABSENT}`` for a 404; several for tiny bodies that many writes share) is legal."""
         legal = self.legal_generations(key, start, end)
-        if generation in legal:
+        if candidates & legal:
             return True
         with self._lock:
-            self.wrong_reads.append(f"{key}: read {generation} ({detail}), legal {sorted(legal)}")
+            self.wrong_reads.append(
+                f"{key}: read {sorted(candidates)[:5]} ({detail}), legal {sorted(legal)}")
         return False
+
+    def writes_of(self, key: str) -> list[Write]:
+        with self._lock:
+            return list(self._keys.get(key, KeyHistory()).writes)
+
+    def size_of(self, key: str, generation: int) -> int | None:
+        for write in self.writes_of(key):
+            if write.generation == generation:
+                return write.size
+        return None
 
     def keys(self) -> list[str]:
         with self._lock:

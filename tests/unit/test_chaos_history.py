@@ -16,8 +16,8 @@ def test_sequential_writes_only_the_last_is_legal():
     write(h, "k", 2, 2, 3)
     assert h.legal_generations("k", 4, 5) == {2}
     assert h.legal_generations("k", -1, -0.5) == {ABSENT}
-    assert h.check_read("k", 4, 5, 2, "")
-    assert not h.check_read("k", 4, 5, 1, "stale")
+    assert h.check_read("k", 4, 5, {2}, "")
+    assert not h.check_read("k", 4, 5, {1}, "stale")
     assert h.wrong_reads
 
 

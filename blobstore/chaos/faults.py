@@ -1,0 +1,204 @@
+"""Faults the chaos runner injects, each with its own healing, chosen by a seeded rng.
+
+A ``Control`` is what the faults act through: the test harness (``HarnessControl``: kill
+and start by pid, partitions through network namespaces) or an operator's cluster started
+by ``blobstore up`` (``SupervisedControl``: kill by the recorded pid; the supervisor
+restarts the process, which is the recovery being tested).
+
+Faults:
+- ``kill``: kill -9 one process (any role); it is restarted after a few seconds.
+- ``corrupt``: flip one payload byte of a random shard file (the scrubber or a read must
+  find it and repair must rebuild it).
+- ``delete_shard``: remove a random shard file.
+- ``partition``: cut one namespaced node off from everyone, heal after a few seconds.
+Every injected fault is recorded by kind for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from blobstore.config import ClusterConfig
+from blobstore.core.records import NodeRole
+
+
+class Control(Protocol):
+    config: ClusterConfig
+
+    def running(self) -> list[str]: ...
+    def kill(self, node_id: str) -> None: ...
+    def start(self, node_id: str) -> None: ...
+    def can_partition(self, node_id: str) -> bool: ...
+    def partition(self, node_id: str) -> None: ...
+    def heal(self, node_id: str) -> None: ...
+
+
+class HarnessControl:
+    """Faults on a ``blobstore.testing.processes.Cluster``."""
+
+    def __init__(self, cluster) -> None:  # type: ignore[no-untyped-def]
+        self.cluster = cluster
+        self.config = cluster.config
+
+    def running(self) -> list[str]:
+        return [n.id for n in self.config.nodes if self.cluster.is_running(n.id)]
+
+    def kill(self, node_id: str) -> None:
+        self.cluster.kill(node_id)
+
+    def start(self, node_id: str) -> None:
+        if not self.cluster.is_running(node_id):
+            self.cluster.start(node_id, wait=False)
+
+    def can_partition(self, node_id: str) -> bool:
+        lab = self.cluster.lab
+        return lab is not None and node_id in lab.hosts
+
+    def partition(self, node_id: str) -> None:
+        self.cluster.partition(node_id)
+
+    def heal(self, node_id: str) -> None:
+        self.cluster.heal(node_id)
+
+
+class SupervisedControl:
+    """Faults on a cluster run by ``blobstore up``: pids from ``run/pids.json``."""
+
+    def __init__(self, config: ClusterConfig, pids_path: Path) -> None:
+        self.config = config
+        self.pids_path = pids_path
+
+    def _pids(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.pids_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        nodes = data.get("nodes", data) if isinstance(data, dict) else {}
+        return {k: int(v) for k, v in nodes.items() if isinstance(v, int | str)
+                and str(v).isdigit()}
+
+    def running(self) -> list[str]:
+        alive = []
+        for node_id, pid in self._pids().items():
+            try:
+                os.kill(pid, 0)
+                alive.append(node_id)
+            except OSError:
+                pass
+        return alive
+
+    def kill(self, node_id: str) -> None:
+        pid = self._pids().get(node_id)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def start(self, node_id: str) -> None:
+        """The supervisor restarts killed processes itself."""
+
+    def can_partition(self, node_id: str) -> bool:
+        return False
+
+    def partition(self, node_id: str) -> None:
+        raise NotImplementedError
+
+    def heal(self, node_id: str) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Injector:
+    control: Control
+    rng: random.Random
+    injected: dict[str, int] = field(default_factory=dict)
+    _pending: list[tuple[float, str, str]] = field(default_factory=list)  # (due, action, node)
+
+    def _record(self, kind: str) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+
+    def inject_one(self, kinds: list[str]) -> str:
+        kind = self.rng.choice(kinds)
+        done = getattr(self, f"_{kind}")()
+        if done:
+            self._record(kind)
+        return f"{kind}: {done or 'skipped'}"
+
+    def _kill(self) -> str | None:
+        busy = {node for _, _, node in self._pending}
+        candidates = [n for n in self.control.running() if n not in busy]
+        if not candidates:
+            return None
+        node_id = self.rng.choice(sorted(candidates))
+        self.control.kill(node_id)
+        self._pending.append((time.monotonic() + self.rng.uniform(1, 5), "start", node_id))
+        return node_id
+
+    def _shard_files(self) -> list[Path]:
+        files: list[Path] = []
+        for node in self.control.config.by_role(NodeRole.STORAGE):
+            root = Path(node.data_dir) / "shards"
+            if root.is_dir():
+                files += sorted(p for p in root.glob("*/*/*") if ".tmp." not in p.name)
+        return files
+
+    def _corrupt(self) -> str | None:
+        files = self._shard_files()
+        if not files:
+            return None
+        path = self.rng.choice(files)
+        try:
+            with open(path, "r+b") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size <= 64:
+                    return None
+                offset = self.rng.randrange(64, size)  # past the header: a payload byte
+                handle.seek(offset)
+                byte = handle.read(1)
+                handle.seek(offset)
+                handle.write(bytes([byte[0] ^ 0x5A]))
+        except OSError:
+            return None
+        return path.name
+
+    def _delete_shard(self) -> str | None:
+        files = self._shard_files()
+        if not files:
+            return None
+        path = self.rng.choice(files)
+        try:
+            path.unlink()
+        except OSError:
+            return None
+        return path.name
+
+    def _partition(self) -> str | None:
+        busy = {node for _, _, node in self._pending}
+        candidates = [n.id for n in self.control.config.nodes
+                      if self.control.can_partition(n.id) and n.id not in busy]
+        if not candidates:
+            return None
+        node_id = self.rng.choice(sorted(candidates))
+        self.control.partition(node_id)
+        self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "heal", node_id))
+        return node_id
+
+    def heal_due(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        due = [p for p in self._pending if p[0] <= now]
+        self._pending = [p for p in self._pending if p[0] > now]
+        for _, action, node_id in due:
+            getattr(self.control, action)(node_id)
+
+    def heal_all(self) -> None:
+        self.heal_due(float("inf"))
+        for node in self.control.config.nodes:
+            self.control.start(node.id)
