@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +84,19 @@ class ClusterConfig:
     scrub_interval_s: float = 7 * 86400.0
     scrub_rate_bytes_per_s: int = 64 * MIB  # per storage node; 0 = unthrottled
     gc_grace_s: float = 3600.0
+    # Self-healing workers of the storage nodes (storage/repairer.py, inventory.py, collector.py)
+    repair_rate_bytes_per_s: int = 64 * MIB  # per node, shard bytes read + written; 0 = unthrottled
+    repair_concurrency: int = 4  # segments one node repairs at once
+    repair_lease_s: float = 60.0  # a leased repair task returns to the queue after this
+    repair_retry_s: float = 30.0  # back-off after a failed repair attempt
+    repair_poll_interval_s: float = 5.0  # an idle repairer looks at the backlog this often
+    inventory_interval_s: float = 0.0  # 0: gc_grace_s / 4, within [1 s, 1 h]
+    gc_interval_s: float = 0.0  # 0: gc_grace_s / 4, within [1 s, 1 h]
+    gc_delete_margin_s: float = 10.0  # clock-skew allowance of GC deletes (<= gc_grace_s / 4)
     s3_domain: str = ""
     allow_stale_reads: bool = False
+    gateway_max_requests: int = 256  # in flight per gateway; beyond: 503 SlowDown
+    gateway_max_writes: int = 48  # bodies being stored at once per gateway
     tls_cert_file: str = ""  # PEM; when set (with the key), gateways serve S3 over HTTPS
     tls_key_file: str = ""
     access_key: str = ""
@@ -99,6 +111,18 @@ class ClusterConfig:
     @property
     def effective_write_quorum(self) -> int:
         return self.write_quorum or min(self.data_shards + 1, self.total_shards)
+
+    @property
+    def effective_inventory_interval_s(self) -> float:
+        return self.inventory_interval_s or min(max(self.gc_grace_s / 4, 1.0), 3600.0)
+
+    @property
+    def effective_gc_interval_s(self) -> float:
+        return self.gc_interval_s or min(max(self.gc_grace_s / 4, 1.0), 3600.0)
+
+    @property
+    def effective_gc_delete_margin_s(self) -> float:
+        return min(self.gc_delete_margin_s, self.gc_grace_s / 4)
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -125,8 +149,18 @@ _CLUSTER_FIELDS = {
     "scrub_interval_s": (int, float),
     "scrub_rate_bytes_per_s": int,
     "gc_grace_s": (int, float),
+    "repair_rate_bytes_per_s": int,
+    "repair_concurrency": int,
+    "repair_lease_s": (int, float),
+    "repair_retry_s": (int, float),
+    "repair_poll_interval_s": (int, float),
+    "inventory_interval_s": (int, float),
+    "gc_interval_s": (int, float),
+    "gc_delete_margin_s": (int, float),
     "s3_domain": str,
     "allow_stale_reads": bool,
+    "gateway_max_requests": int,
+    "gateway_max_writes": int,
     "tls_cert_file": str,
     "tls_key_file": str,
 }
@@ -245,8 +279,21 @@ def _check_policy(config: ClusterConfig, text: str, path: str) -> None:
     if bool(config.tls_cert_file) != bool(config.tls_key_file):
         raise _fail(path, line("tls_cert_file") or line("tls_key_file"),
                     "tls_cert_file and tls_key_file go together")
+    _check_healing(config, line, path)
     if not config.by_role(NodeRole.META):
         raise _fail(path, 0, "no meta node")
+
+
+def _check_healing(config: ClusterConfig, line: Callable[[str], int], path: str) -> None:
+    if not 1 <= config.repair_concurrency <= 64:
+        raise _fail(path, line("repair_concurrency"), "repair_concurrency must be 1..64")
+    for name in ("repair_lease_s", "repair_retry_s", "repair_poll_interval_s"):
+        if getattr(config, name) <= 0:
+            raise _fail(path, line(name), f"{name} must be positive")
+    for name in ("repair_rate_bytes_per_s", "inventory_interval_s", "gc_interval_s",
+                 "gc_delete_margin_s"):
+        if getattr(config, name) < 0:
+            raise _fail(path, line(name), f"{name} must not be negative")
 
 
 def load_config(path: str | Path) -> ClusterConfig:

@@ -54,6 +54,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     from blobstore.gateway.app import STATE
 
     state = request.app[STATE]
+    writes_body = request.method == "PUT" and "x-amz-copy-source" not in request.headers
+    async with state.admission.admit(writes_body):
+        return await _dispatch(request, state)
+
+
+async def _dispatch(request: web.Request, state) -> web.StreamResponse:  # type: ignore[no-untyped-def]
     try:
         bucket, key = split_target(request.raw_path, request.host, state.config.s3_domain)
     except UnicodeDecodeError as exc:

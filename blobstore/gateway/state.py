@@ -18,6 +18,7 @@ from blobstore.core.ec import EcPolicy
 from blobstore.core.errors import BlobstoreError, Unavailable
 from blobstore.core.placement import Candidate
 from blobstore.core.records import ClusterMap, NodeRole, NodeState
+from blobstore.gateway.admission import Admission
 from blobstore.rpc.client import RpcClient
 from blobstore.rpc.meta_client import MetaClient
 from blobstore.rpc.storage_client import StorageClient
@@ -42,6 +43,7 @@ class GatewayState:
     map_fetched_at: float = 0.0
     secrets: dict[str, tuple[str, float]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    admission: Admission = field(default_factory=Admission)
 
     async def run_in_pool(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -117,7 +117,7 @@ class Cluster:
                  segment_size_bytes: int = 4 * 1024 * 1024,
                  health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
                  netns_roles: tuple[str, ...] = (), tls: bool = False,
-                 s3_domain: str = "") -> None:
+                 s3_domain: str = "", settings: dict[str, object] | None = None) -> None:
         data_shards, parity_shards = parse_ec(ec)
         self.options = InitOptions(meta=meta, storage=storage, gateway=gateway,
                                    data_shards=data_shards, parity_shards=parity_shards,
@@ -135,6 +135,7 @@ class Cluster:
         self.netns_roles = netns_roles
         self.tls = tls  # gateways serve HTTPS with a self-signed certificate made here
         self.s3_domain = s3_domain  # virtual-host-style addressing under this domain
+        self.settings = settings or {}  # other [cluster] fields of cluster.toml to set
         self.lab: NetnsLab | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,6 +161,8 @@ class Cluster:
             config = self._move_into_namespaces(config)
         if self.s3_domain:
             config = dataclasses.replace(config, s3_domain=self.s3_domain)
+        if self.settings:
+            config = dataclasses.replace(config, **self.settings)  # type: ignore[arg-type]
         if self.tls:
             cert, key = make_self_signed_certificate(self.root / "tls")
             config = dataclasses.replace(config, tls_cert_file=str(cert), tls_key_file=str(key))
