@@ -11,6 +11,8 @@ Faults:
   find it and repair must rebuild it).
 - ``delete_shard``: remove a random shard file.
 - ``partition``: cut one namespaced node off from everyone, heal after a few seconds.
+- ``overload``: a burst of ten times the workload's concurrency for a few seconds; the
+  excess must get 503 SlowDown within a second (``burst`` does it and says how it went).
 Every injected fault is recorded by kind for the report.
 """
 
@@ -21,6 +23,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -119,6 +122,7 @@ class SupervisedControl:
 class Injector:
     control: Control
     rng: random.Random
+    burst: Callable[[], str | None] | None = None
     injected: dict[str, int] = field(default_factory=dict)
     _pending: list[tuple[float, str, str]] = field(default_factory=list)  # (due, action, node)
 
@@ -190,6 +194,9 @@ class Injector:
         self.control.partition(node_id)
         self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "heal", node_id))
         return node_id
+
+    def _overload(self) -> str | None:
+        return self.burst() if self.burst is not None else None
 
     def heal_due(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

@@ -27,9 +27,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from blobstore.chaos.faults import Control, Injector
 from blobstore.chaos.history import ABSENT, History
-from blobstore.chaos.workload import Target, Workload, make_client
+from blobstore.chaos.workload import BurstResult, Target, Workload, burst, make_client
 
-DEFAULT_FAULTS = ["kill", "kill", "corrupt", "delete_shard", "partition"]
+DEFAULT_FAULTS = ["kill", "kill", "corrupt", "delete_shard", "partition", "overload"]
+BURST_SECONDS = 3.0
 FINAL_READ_ATTEMPTS = 20
 
 
@@ -72,7 +73,16 @@ def run_chaos(control: Control, target: Target, *, seed: int, duration_s: float,
     history = History()
     workload = Workload(target, history, seed)
     _ensure_bucket(target)
-    injector = Injector(control, rng)
+    bursts: list[BurstResult] = []
+
+    def overload() -> str:
+        key = rng.choice(workload.keys)
+        outcome = burst(target, key, workers * 10, BURST_SECONDS)
+        bursts.append(outcome)
+        return (f"{outcome.requests} requests, {outcome.slowdowns} SlowDown (slowest "
+                f"{outcome.slowest_slowdown_s:.2f}s), {outcome.timeouts} timeouts")
+
+    injector = Injector(control, rng, burst=overload)
     started = time.monotonic()
     deadline = started + duration_s
     thread = threading.Thread(target=workload.run, args=(workers, deadline), daemon=True)
@@ -94,6 +104,10 @@ def run_chaos(control: Control, target: Target, *, seed: int, duration_s: float,
     fsck_problem = _fsck(config_path, log)
     if fsck_problem:
         details.append(fsck_problem)
+    for outcome in bursts:
+        if outcome.slowest_slowdown_s > 1.0 or outcome.timeouts:
+            details.append(f"OVERLOAD not shed fast: slowest SlowDown "
+                           f"{outcome.slowest_slowdown_s:.2f}s, {outcome.timeouts} timeouts")
     availability = (ops_during - failed_during) / ops_during if ops_during else 1.0
     return Report(seed=seed, duration_s=time.monotonic() - started, ops=dict(history.counts),
                   faults=dict(injector.injected), errors=dict(history.errors),

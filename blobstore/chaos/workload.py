@@ -170,3 +170,45 @@ class Workload:
             self.history.count("list")
         except (ClientError, BotoCoreError) as error:
             self.history.count("list", _outcome(error)[1])
+
+
+@dataclass
+class BurstResult:
+    requests: int = 0
+    slowdowns: int = 0
+    slowest_slowdown_s: float = 0.0
+    timeouts: int = 0
+
+
+def burst(target: Target, key: str, workers: int, seconds: float) -> BurstResult:
+    """``workers`` threads GET ``key`` as fast as they can for ``seconds``."""
+    result = BurstResult()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def hammer() -> None:
+        client = make_client(target, timeout_s=10)
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            outcome = "ok"
+            try:
+                client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+            except ClientError as error:
+                outcome = error.response.get("Error", {}).get("Code", "?")
+            except BotoCoreError:
+                outcome = "timeout"
+            elapsed = time.monotonic() - started
+            with lock:
+                result.requests += 1
+                if outcome == "SlowDown":
+                    result.slowdowns += 1
+                    result.slowest_slowdown_s = max(result.slowest_slowdown_s, elapsed)
+                elif outcome == "timeout":
+                    result.timeouts += 1
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 30)
+    return result
