@@ -28,9 +28,9 @@ DURATION = parsed(parse_duration_s, "DURATION")
 
 @click.command()
 @dir_option
-@click.option("--meta", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Metadata replicas. Only one meta replica is active until Raft lands, so "
-                   "keep 1 for now.")
+@click.option("--meta", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Metadata replicas, one Raft group: 3 survives the loss of one, 5 of two "
+                   "(an even count adds no tolerance).")
 @click.option("--storage", default=8, show_default=True, type=click.IntRange(min=1),
               help="Storage nodes (at least k+m; k+m+2 leaves spares for repair).")
 @click.option("--gateway", default=1, show_default=True, type=click.IntRange(min=0),

@@ -18,7 +18,7 @@ from blobstore.launch.cluster_dir import find_config_path
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (SPEC §2).")
 @reports_errors
 def status(config_path: str | None, directory: str | None, as_json: bool) -> None:
-    """Cluster health: nodes, meta leader and term, repair backlog, degraded segments.
+    """Cluster health: nodes, meta leader, term and replicas, repair backlog, degradation.
 
     \b
     Example:
@@ -27,12 +27,16 @@ def status(config_path: str | None, directory: str | None, as_json: bool) -> Non
     """
     config = load_config(find_config_path(config_path, directory))
     from blobstore.client.cluster_info import cluster_status  # aiohttp and RPC: load on use
+    from blobstore.client.heal_ops import add_heal_status, heal_status_lines
 
     result = cluster_status(config)
+    add_heal_status(config, result)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         _print_status(result)
+        for line in heal_status_lines(result):
+            click.echo(line)
     if "error" in result:
         raise OperationFailed(result["error"])
 
@@ -48,10 +52,18 @@ def _print_status(result: dict[str, Any]) -> None:
     for node in result["nodes"]:
         rows.append((node["id"], node["role"], node["address"], node["zone"], node["state"],
                      str(node["pid"] or "-"), _usage(node)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
-                                                                      strict=True)).rstrip())
+    _echo_table(rows)
+    replicas = result.get("meta_replicas") or []
+    if replicas:
+        click.echo("")
+        click.echo(f"meta      commit index {_or_unknown(result.get('commit_index'))}")
+        rows = [("REPLICA", "ROLE", "VOTER", "TERM", "COMMIT", "APPLIED", "MATCH", "PROGRESS")]
+        for replica in replicas:
+            rows.append((replica["id"], replica["role"], _yes_no(replica["voter"]),
+                         _dash(replica["term"]), _dash(replica["commit_index"]),
+                         _dash(replica["last_applied"]), _dash(replica["match_index"]),
+                         _dash(replica["progress"])))
+        _echo_table(rows)
     click.echo("")
     click.echo(f"repair backlog     {_or_unknown(result['repair_backlog'])}")
     click.echo(f"degraded segments  {_or_unknown(result['degraded_segments'])}")
@@ -60,6 +72,21 @@ def _print_status(result: dict[str, Any]) -> None:
                f"(EC {durability['data_shards']}+{durability['parity_shards']}, "
                f"{durability['storage_nodes_up']}/{durability['storage_nodes']} storage nodes "
                f"up, {durability['spare_storage_nodes']} spare)")
+
+
+def _echo_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                      strict=True)).rstrip())
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _yes_no(value: object) -> str:
+    return "-" if value is None else ("yes" if value else "no")
 
 
 def _usage(node: dict[str, Any]) -> str:

@@ -15,7 +15,12 @@ from blobstore.launch.cluster_dir import find_config_path
 
 @click.group("user")
 def user() -> None:
-    """Manage S3 users (access keys live in the replicated meta service)."""
+    """Manage S3 users (access keys live in the replicated meta service).
+
+    \b
+    Example:
+      blobstore user add backup-job
+    """
 
 
 @user.command("add")

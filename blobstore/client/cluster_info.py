@@ -11,8 +11,18 @@ Rules:
   heartbeats); every other node (meta and gateways send no heartbeats, so the map cannot
   know) is probed on ``/_blobstore/healthz``: down if that fails, else the map's state.
   Its pid is the one ``up`` recorded in D/run/pids.json, if that process still runs.
-- If meta cannot be reached, ``status`` still reports what the file says, every state
-  ``unknown``, with ``error`` set, and the command fails.
+- If meta cannot be reached (no replica, or no leader: quorum lost), ``status`` still
+  reports what the file says, every state ``unknown``, with ``error`` set, and the command
+  fails; ``meta_replicas`` then shows what each replica says of itself.
+- Meta is a Raft group: ``leader`` is the leader's id and ``term`` its term, both from the
+  leader's own status (asked through the leader, which alone knows each replica's match
+  index); ``meta_replicas`` lists every meta node of the file (and any voter the file
+  lacks), each with its own answer (role, term, commit index, last applied; ``unreachable``
+  if it did not answer) and the leader's view of it (voter, match index, next index,
+  progress state, reachable).
+- ``meta add|remove ID`` (``change_membership``) asks the leader for a dry run first: it
+  refuses a change after which the voters it can reach would not be a quorum (or that
+  would leave no voter); then, unless ``dry_run``, makes the change.
 - ``locate`` names, for each segment of the object (in object order) and each shard index,
   the node holding it and the shard file on that node:
   ``<data_dir>/shards/<id[0:2]>/<id[2:4]>/<id>.<index>``. State is ``ok``, or ``missing``
@@ -29,7 +39,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from blobstore.config import ClusterConfig
-from blobstore.core.errors import BlobstoreError, Unavailable
+from blobstore.core.errors import BlobstoreError, Invalid, Unavailable
 from blobstore.core.records import ClusterMap, Manifest, NodeRole, NodeState
 from blobstore.launch.cluster_dir import pid_alive, read_pids
 from blobstore.launch.health import HEALTH_PATH
@@ -50,24 +60,48 @@ def cluster_status(config: ClusterConfig) -> dict[str, Any]:
     """SPEC §2 ``status --json``; ``error`` is set (and states unknown) if meta is unreachable."""
     pids = _live_pids(config)
     try:
-        status, cluster_map, probes = asyncio.run(_fetch_status(config))
-    except BlobstoreError as error:
+        status, cluster_map, probes, replicas = asyncio.run(_fetch_status(config))
+    except _NoLeaderView as failed:
         addresses = ", ".join(node.address for node in config.by_role(NodeRole.META))
-        return build_status(config, pids, None, None, {},
-                            error=f"metadata service unreachable ({addresses}): {error}")
-    return build_status(config, pids, status, cluster_map, probes)
+        return build_status(config, pids, None, None, {}, replicas=failed.replicas,
+                            error=f"metadata service unreachable ({addresses}): "
+                                  f"{failed.error}")
+    return build_status(config, pids, status, cluster_map, probes, replicas=replicas)
 
 
-async def _fetch_status(config: ClusterConfig) -> tuple[Any, ClusterMap, dict[str, bool]]:
+class _NoLeaderView(Exception):
+    """Meta did not answer through a leader; what each replica said of itself, if any."""
+
+    def __init__(self, error: BlobstoreError, replicas: dict[str, Any]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.replicas = replicas
+
+
+async def _fetch_status(config: ClusterConfig) -> tuple[Any, ClusterMap, dict[str, bool],
+                                                        dict[str, Any]]:
     async with new_session() as session:
         meta = _meta_client(session, config)
-        status = await _deadline(meta.status(), "meta status")
-        cluster_map = await _deadline(meta.cluster_map(), "meta cluster map")
+        metas = config.by_role(NodeRole.META)
+        answers = await asyncio.gather(*(_replica_status(meta, node.address) for node in metas))
+        replicas = {node.id: answer for node, answer in zip(metas, answers, strict=True)}
+        try:
+            status = await _deadline(meta.status(), "meta status")
+            cluster_map = await _deadline(meta.cluster_map(), "meta cluster map")
+        except BlobstoreError as error:
+            raise _NoLeaderView(error, replicas) from error
         tracked = {view.id for view in cluster_map.nodes if view.role == NodeRole.STORAGE}
         probed = [node for node in config.nodes if node.id not in tracked]
         results = await asyncio.gather(*(_probe(session, node.address) for node in probed))
         return status, cluster_map, {node.id: ok for node, ok in zip(probed, results,
-                                                                     strict=True)}
+                                                                     strict=True)}, replicas
+
+
+async def _replica_status(meta: MetaClient, address: str) -> dict[str, Any] | None:
+    try:
+        return await meta.status_of(address, timeout_s=PROBE_DEADLINE_S)
+    except BlobstoreError:
+        return None
 
 
 async def _probe(session: aiohttp.ClientSession, address: str) -> bool:
@@ -89,7 +123,8 @@ def _live_pids(config: ClusterConfig) -> dict[str, int]:
 
 def build_status(config: ClusterConfig, pids: dict[str, int], status: Any,
                  cluster_map: ClusterMap | None, probes: dict[str, bool],
-                 error: str | None = None) -> dict[str, Any]:
+                 error: str | None = None,
+                 replicas: dict[str, Any] | None = None) -> dict[str, Any]:
     views = {view.id: view for view in cluster_map.nodes} if cluster_map else {}
     nodes = []
     for node in config.nodes:
@@ -110,12 +145,38 @@ def build_status(config: ClusterConfig, pids: dict[str, int], status: Any,
         "objects": _field(status, "objects"),
         "segments": _field(status, "segments"),
         "commit_index": _field(status, "commit_index"),
+        "meta_replicas": build_meta_replicas(config, status, replicas or {}),
         "endpoint": _endpoint(config),
         "durability": _durability(config, nodes, _field(status, "degraded_segments")),
     }
     if error is not None:
         result["error"] = error
     return result
+
+
+def build_meta_replicas(config: ClusterConfig, leader_status: Any,
+                        replicas: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per meta node (file order, then voters the file lacks): what it says of
+    itself and what the leader says of it."""
+    progress = _field(leader_status, "replicas") or {}
+    voters = _field(leader_status, "voters") or list(progress)
+    addresses = {node.id: node.address for node in config.by_role(NodeRole.META)}
+    ids = list(addresses) + [v for v in voters if v not in addresses]
+    entries = []
+    for node_id in ids:
+        own = replicas.get(node_id)
+        seen = progress.get(node_id) or {}
+        entries.append({
+            "id": node_id, "address": addresses.get(node_id) or seen.get("address"),
+            "role": (own or {}).get("role", "unreachable" if leader_status or replicas
+                                    else UNKNOWN),
+            "voter": node_id in voters if voters else None,
+            "term": (own or {}).get("term"), "commit_index": (own or {}).get("commit_index"),
+            "last_applied": (own or {}).get("last_applied"),
+            "match_index": seen.get("match_index"), "next_index": seen.get("next_index"),
+            "progress": seen.get("state"), "reachable": seen.get("reachable"),
+        })
+    return entries
 
 
 def _state(view: Any, probe_ok: bool | None, meta_unreachable: bool) -> str:
@@ -215,7 +276,42 @@ def build_locate(config: ClusterConfig, manifest: Manifest,
 def _meta_client(session: aiohttp.ClientSession, config: ClusterConfig) -> MetaClient:
     addresses = [node.address for node in config.by_role(NodeRole.META)]
     return MetaClient(RpcClient(session, config.secret), addresses, attempts=META_ATTEMPTS,
-                      timeout_s=META_DEADLINE_S)
+                      deadline_s=META_DEADLINE_S)
+
+
+# -- membership --------------------------------------------------------------------------------
+
+
+def change_membership(config: ClusterConfig, kind: str, node_id: str,
+                      dry_run: bool = False) -> dict[str, Any]:
+    """``blobstore meta add|remove ID``: the leader's plan (and, unless ``dry_run``, the
+    change made: ``voters``). Refused (Conflict) if it would leave the group without a
+    quorum of reachable voters; Invalid if ``add`` names no meta node of cluster.toml."""
+    if kind == "add" and node_id not in {n.id for n in config.by_role(NodeRole.META)}:
+        raise Invalid(f"{node_id} is not a meta node of {config.path or 'cluster.toml'}: "
+                      "add it there (role = \"meta\") and start it first")
+    return asyncio.run(_change_membership(config, kind, node_id, dry_run))
+
+
+async def _change_membership(config: ClusterConfig, kind: str, node_id: str,
+                             dry_run: bool) -> dict[str, Any]:
+    async with new_session() as session:
+        meta = _meta_client(session, config)
+        plan = await _deadline(meta.conf_change(kind, node_id, dry_run=True), "meta dry run")
+        if dry_run:
+            return plan
+        return await _deadline(meta.conf_change(kind, node_id), f"meta {kind}")
+
+
+def transfer_leadership(config: ClusterConfig, node_id: str) -> dict[str, Any]:
+    """``blobstore meta transfer ID``: ``{"leader", "term"}`` once ``node_id`` leads."""
+
+    async def transfer() -> dict[str, Any]:
+        async with new_session() as session:
+            meta = _meta_client(session, config)
+            return await _deadline(meta.transfer_leader(node_id), "meta transfer")
+
+    return asyncio.run(transfer())
 
 
 async def _deadline(call: Awaitable[_T], what: str) -> _T:

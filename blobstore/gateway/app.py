@@ -24,7 +24,8 @@ from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import NodeRole
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3 import xml as s3xml
-from blobstore.gateway import routing
+from blobstore.gateway import routing, status_page
+from blobstore.gateway.admission import Admission
 from blobstore.gateway.state import GatewayState
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.meta_client import MetaClient
@@ -81,6 +82,7 @@ def create_app(config: ClusterConfig, node: NodeConfig) -> web.Application:
                                         "max_line_size": MAX_HEADER_BYTES})
     app.router.add_get("/_blobstore/healthz", healthz)
     app.router.add_get("/_blobstore/readyz", healthz)
+    status_page.install(app, STATE)  # metrics, request ids, /_blobstore/status
     app.router.add_route("*", "/{tail:.*}", routing.dispatch)
     app.cleanup_ctx.append(_lifecycle(config, node))
     return app
@@ -95,7 +97,8 @@ def _lifecycle(config: ClusterConfig, node: NodeConfig):  # type: ignore[no-unty
         state = GatewayState(
             config=config, node=node, rpc=rpc, meta=MetaClient(rpc, metas),
             storage=StorageClient(rpc), policy=EcPolicy(config.data_shards, config.parity_shards),
-            executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codec"))
+            executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codec"),
+            admission=Admission(config.gateway_max_requests, config.gateway_max_writes))
         app[STATE] = state
         refresher = asyncio.get_running_loop().create_task(state.refresh_map_forever())
         try:

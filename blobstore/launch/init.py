@@ -53,7 +53,7 @@ class ClusterExists(Conflict):
 
 @dataclass(frozen=True, slots=True)
 class InitOptions:
-    meta: int = 1
+    meta: int = 3  # a Raft group: 3 survives one lost replica, 5 survives two
     storage: int = 8
     gateway: int = 1
     data_shards: int = 4

@@ -12,8 +12,19 @@ Routes (all but ``/_blobstore/*`` need the cluster signature, checked by
     GET  /v1/cluster_map          ClusterMap
     POST /v1/heartbeat            {"node_id", "capacity_bytes", "used_bytes", "shard_count"}
     GET  /v1/users/{access_key}   {"access_key", "secret_key"}
-    GET  /v1/status               counters, leader, term, commit index
-    GET  /_blobstore/healthz      {"status": "ok"} (unsigned)
+    GET  /v1/status               this replica: role, term, leader, commit index, counters;
+                                  on the leader each replica's match/next index
+    POST /v1/raft                 a batch of raft messages (meta/raft_transport.py)
+    GET  /v1/raft/state           {"node_id", "bootstrapped", "voters", ...} (rule 5 of
+                                  meta/service.py: how a fresh replica decides to start)
+    POST /v1/raft/conf_change     {"kind": "add"|"remove", "node_id", "dry_run"?}
+    POST /v1/raft/transfer_leader {"to": node_id}
+    GET  /_blobstore/healthz      {"status": "ok"|"starting", "role", "leader"} (unsigned)
+
+Replication (``meta/service.py``): writes and reads go to the Raft leader; a follower
+answers 421 NotLeader with the leader's address (``meta/errors.py``) and a replica without a
+leader (or a leader without a quorum) answers 503 Unavailable at once, unless
+``allow_stale_reads`` lets it serve reads from its own state (``X-Blobstore-Stale: 1``).
 
 Object keys, prefixes and markers travel as query parameters, never in the path: a key may
 hold ``/``, ``..``, ``%``, ``?``, ``#`` or spaces, and a path would be normalised on the way
@@ -21,39 +32,41 @@ hold ``/``, ``..``, ``%``, ``?``, ``#`` or spaces, and a path would be normalise
 are decoded exactly by aiohttp; ``rpc/meta_client.py`` builds them with yarl, whose
 canonical form is what both ends sign.
 
-One active replica until Raft: the first meta node of the config is the leader. Any other
-meta node opens nothing and answers every ``/v1`` request with 503 Unavailable (naming the
-leader), so a MetaClient given every meta address moves on to the leader instead of
-writing to a second, diverging copy; its healthz answers 200 so supervisors start it.
-
-Startup (``cleanup_ctx``): open ``node.data_dir/meta.lmdb``, re-apply any logged entry above
-``last_applied``, and if ``config.access_key`` is set and unknown, propose ``put_user`` for it
-as client ``bootstrap`` (next sequence of that session: a concurrent duplicate applies once).
+Startup (``cleanup_ctx``): the replica starts in a background task (it may have to ask its
+peers how to bootstrap, and they may be starting too, so it must not hold up the listening
+socket); until it runs, ``/v1`` answers 503 and healthz "starting". Healthz answers 200 once
+the replica runs and knows a leader, or has run for ``HEALTHY_WITHOUT_LEADER_S`` (a lone
+replica of a group without quorum is alive, and must not block its supervisor).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from blobstore.config import ClusterConfig, NodeConfig
-from blobstore.core.errors import Invalid, Unavailable, UnknownAccessKey
-from blobstore.core.records import NodeRole
-from blobstore.meta import schema
-from blobstore.meta.commands import CommandEnvelope, PutUser, envelope_from_json
+from blobstore.core.errors import Invalid, Unavailable
+from blobstore.meta import heal_routes, heal_tasks, schema
+from blobstore.meta.commands import envelope_from_json
+from blobstore.meta.errors import NotLeader
 from blobstore.meta.failure_detector import FailureDetector
-from blobstore.meta.service import MetaService
+from blobstore.meta.multipart_routes import add_multipart_routes
+from blobstore.meta.service import MetaService, ReplicaOptions
+from blobstore.meta.state_machine import StateMachine
+from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.server import internal_app, json_response
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a put_object of a large object lists many segments
-BOOTSTRAP_CLIENT_ID = "bootstrap"
+STALE_HEADER = "X-Blobstore-Stale"
+HEALTHY_WITHOUT_LEADER_S = 6.0
 
 
 class HeartbeatBody(msgspec.Struct, frozen=True):
@@ -67,24 +80,61 @@ class LookupBody(msgspec.Struct, frozen=True):
     ids: list[str]
 
 
-class _Runtime:
-    """What startup opens: the service and the failure detector (None before startup)."""
+class ConfChangeBody(msgspec.Struct, frozen=True):
+    kind: str
+    node_id: str
+    dry_run: bool = False
 
-    def __init__(self, config: ClusterConfig, node: NodeConfig) -> None:
+
+class TransferBody(msgspec.Struct, frozen=True):
+    to: str
+
+
+class _Runtime:
+    """What startup creates (None before): the replica."""
+
+    def __init__(self, config: ClusterConfig, node: NodeConfig,
+                 options: ReplicaOptions | None) -> None:
         self.config = config
         self.node = node
+        self.options = options
         self.service: MetaService | None = None
-        self.leader_id = config.by_role(NodeRole.META)[0].id
-        self.detector = FailureDetector(config, started_s=time.monotonic())
+        self.start_error: BaseException | None = None
+        self._idle_detector = FailureDetector(config, started_s=time.monotonic())
+
+    @property
+    def detector(self) -> FailureDetector:
+        """The failure detector of the replica (the leader's is the one storage nodes feed)."""
+        return self.service.detector if self.service is not None else self._idle_detector
+
+    def is_leader(self) -> bool:
+        """Whether this replica leads the group now (for leader-only background work)."""
+        service = self.service
+        return (service is not None and service.ready and service.driver is not None
+                and service.driver.view.is_leader)
 
 
 RUNTIME: web.AppKey[_Runtime] = web.AppKey("meta_runtime", _Runtime)
 
 
-def create_app(config: ClusterConfig, node: NodeConfig) -> web.Application:
+@web.middleware
+async def not_leader_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """NotLeader carries the leader's address, which the shared error body has no room for."""
+    try:
+        return await handler(request)
+    except NotLeader as error:
+        return web.Response(status=error.http_status, body=msgspec.json.encode(error.body()),
+                            content_type="application/json")
+
+
+def create_app(config: ClusterConfig, node: NodeConfig,
+               options: ReplicaOptions | None = None) -> web.Application:
     app = internal_app(config.secret, client_max_size=MAX_BODY_BYTES)
-    app[RUNTIME] = _Runtime(config, node)
+    app.middlewares.append(not_leader_middleware)
+    app[RUNTIME] = _Runtime(config, node, options)
     app.cleanup_ctx.append(_service_context)
+    # After the service context, so the healing tasks stop before the service does.
+    app.cleanup_ctx.append(heal_tasks.context_for_app(config, node))
     app.router.add_post("/v1/command", handle_command)
     app.router.add_get("/v1/buckets", handle_list_buckets)
     app.router.add_get("/v1/buckets/{bucket}", handle_head_bucket)
@@ -95,61 +145,51 @@ def create_app(config: ClusterConfig, node: NodeConfig) -> web.Application:
     app.router.add_post("/v1/heartbeat", handle_heartbeat)
     app.router.add_get("/v1/users/{access_key}", handle_get_user)
     app.router.add_get("/v1/status", handle_status)
+    app.router.add_post("/v1/raft", handle_raft)
+    app.router.add_get("/v1/raft/state", handle_raft_state)
+    app.router.add_post("/v1/raft/conf_change", handle_conf_change)
+    app.router.add_post("/v1/raft/transfer_leader", handle_transfer_leader)
+    add_multipart_routes(app)
+    heal_routes.add_heal_routes(app)
     app.router.add_get("/_blobstore/healthz", handle_healthz)
     return app
 
 
 async def _service_context(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
-    if runtime.leader_id != runtime.node.id:
-        log.warning("standing by: %s is the one active meta replica until Raft",
-                    runtime.leader_id)
-        yield
-        return
-    path = Path(runtime.node.data_dir) / "meta.lmdb"
-    service = await asyncio.to_thread(MetaService.open, path)
+    session = new_session()
+    service = MetaService(runtime.config, runtime.node, RpcClient(session, runtime.config.secret),
+                          runtime.options)
+    runtime.service = service
+
+    async def start() -> None:
+        try:
+            await service.start()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            runtime.start_error = error
+            log.critical("meta replica %s failed to start: %s", runtime.node.id, error,
+                         exc_info=True)
+
+    starting = asyncio.get_running_loop().create_task(start(), name="meta-start")
     try:
-        replayed = await service.run(service.recover)
-        if replayed:
-            log.info("re-applied %d logged entries", replayed)
-        await _bootstrap_user(service, runtime.config)
-        runtime.detector = FailureDetector(runtime.config, started_s=time.monotonic())
-        runtime.service = service
-        log.info("meta ready at %s, last_applied=%d", path, service.state.last_applied())
         yield
     finally:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        await service.stop()
+        await session.close()
         runtime.service = None
-        await asyncio.to_thread(service.close)
-
-
-async def _bootstrap_user(service: MetaService, config: ClusterConfig) -> None:
-    if not config.access_key:
-        return
-    try:
-        await service.run(service.state.get_user, config.access_key)
-        return
-    except UnknownAccessKey:
-        pass
-    if not config.secret_key:
-        log.warning("[s3] access_key is set without a secret_key: no user created")
-        return
-    sequence = await service.run(service.state.session_last_sequence, BOOTSTRAP_CLIENT_ID) + 1
-    envelope = CommandEnvelope(client_id=BOOTSTRAP_CLIENT_ID, sequence=sequence,
-                               command=PutUser(access_key=config.access_key,
-                                               secret_key=config.secret_key, name="bootstrap"))
-    _index, outcome = await service.propose(envelope)
-    outcome.unwrap()
-    log.info("created the bootstrap S3 user %s", config.access_key)
 
 
 def _service(request: web.Request) -> MetaService:
-    """The service, if this node is the leader; Unavailable sends clients to another."""
     runtime = request.app[RUNTIME]
-    if runtime.leader_id != runtime.node.id:
-        raise Unavailable(f"{runtime.node.id} is not the leader; {runtime.leader_id} is "
-                          "(one active meta replica until Raft)")
-    assert runtime.service is not None, "handlers run only between startup and cleanup"
-    return runtime.service
+    service = runtime.service
+    if service is None or not service.ready:
+        raise Unavailable(f"meta replica {runtime.node.id} is starting")
+    return service
 
 
 def _query(request: web.Request, name: str, default: str = "") -> str:
@@ -159,34 +199,41 @@ def _query(request: web.Request, name: str, default: str = "") -> str:
     return values[0] if values else default
 
 
+def _answer(value: Any, stale: bool) -> web.Response:
+    response = json_response(value)
+    if stale:
+        response.headers[STALE_HEADER] = "1"
+    return response
+
+
 # ---- handlers -----------------------------------------------------------------------------
 
 
 async def handle_command(request: web.Request) -> web.Response:
     envelope = envelope_from_json(await request.read())
     schema.check_client_id(envelope.client_id)
-    index, outcome = await _service(request).propose(envelope)
+    index, outcome = await _service(request).command(envelope)
     return json_response({"index": index, "result": outcome.unwrap()})
 
 
 async def handle_list_buckets(request: web.Request) -> web.Response:
-    service = _service(request)
-    return json_response({"buckets": await service.run(service.state.list_buckets)})
+    buckets, stale = await _service(request).read(StateMachine.list_buckets)
+    return _answer({"buckets": buckets}, stale)
 
 
 async def handle_head_bucket(request: web.Request) -> web.Response:
-    service = _service(request)
-    return json_response(await service.run(service.state.get_bucket,
-                                           request.match_info["bucket"]))
+    bucket, stale = await _service(request).read(StateMachine.get_bucket,
+                                                  request.match_info["bucket"])
+    return _answer(bucket, stale)
 
 
 async def handle_get_manifest(request: web.Request) -> web.Response:
     service = _service(request)
     if "key" not in request.query:
         raise Invalid("missing query parameter 'key'")
-    manifest = await service.run(service.state.get_manifest, request.match_info["bucket"],
-                                 _query(request, "key"))
-    return json_response(manifest)
+    manifest, stale = await service.read(StateMachine.get_manifest,
+                                         request.match_info["bucket"], _query(request, "key"))
+    return _answer(manifest, stale)
 
 
 async def handle_list_objects(request: web.Request) -> web.Response:
@@ -194,54 +241,85 @@ async def handle_list_objects(request: web.Request) -> web.Response:
     max_keys_text = _query(request, "max_keys", "1000")
     if not (max_keys_text.isascii() and max_keys_text.isdigit()):
         raise Invalid(f"max_keys must be a non-negative integer, not {max_keys_text!r}")
-    page = await service.run(service.state.list_objects, request.match_info["bucket"],
-                             _query(request, "prefix"), _query(request, "delimiter"),
-                             _query(request, "start_after"), int(max_keys_text))
-    return json_response(page)
+    page, stale = await service.read(StateMachine.list_objects, request.match_info["bucket"],
+                                     _query(request, "prefix"), _query(request, "delimiter"),
+                                     _query(request, "start_after"), int(max_keys_text))
+    return _answer(page, stale)
 
 
 async def handle_lookup_segments(request: web.Request) -> web.Response:
     service = _service(request)
     body = msgspec.json.decode(await request.read(), type=LookupBody)
-    found = await service.run(service.state.lookup_segments, body.ids)
-    return json_response({"segments": found})
+    found, stale = await service.read(StateMachine.lookup_segments, body.ids)
+    return _answer({"segments": found}, stale)
 
 
 async def handle_cluster_map(request: web.Request) -> web.Response:
-    _service(request)
-    return json_response(request.app[RUNTIME].detector.cluster_map(time.monotonic()))
+    cluster_map, stale = _service(request).cluster_map()
+    return _answer(cluster_map, stale)
 
 
 async def handle_heartbeat(request: web.Request) -> web.Response:
-    _service(request)
+    service = _service(request)
     body = msgspec.json.decode(await request.read(), type=HeartbeatBody)
-    request.app[RUNTIME].detector.heartbeat(
-        body.node_id, time.monotonic(), time.time_ns(), capacity_bytes=body.capacity_bytes,
-        used_bytes=body.used_bytes, shard_count=body.shard_count)
+    service.heartbeat(body.node_id, capacity_bytes=body.capacity_bytes,
+                      used_bytes=body.used_bytes, shard_count=body.shard_count)
+    await heal_routes.record_heartbeat(request)  # scrub progress, for status
     return json_response({})
 
 
 async def handle_get_user(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = await service.run(service.state.get_user, request.match_info["access_key"])
-    return json_response({"access_key": user.access_key, "secret_key": user.secret_key})
+    user, stale = await _service(request).get_user(request.match_info["access_key"])
+    return _answer({"access_key": user.access_key, "secret_key": user.secret_key}, stale)
 
 
 async def handle_status(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    if runtime.service is None:
+        raise Unavailable(f"meta replica {runtime.node.id} is starting")
+    return json_response(await runtime.service.status())
+
+
+async def handle_raft(request: web.Request) -> web.Response:
     service = _service(request)
-    counts = await service.run(service.state.counts)
-    last_applied = await service.run(service.state.last_applied)
-    return json_response({
-        "node_id": runtime.node.id, "leader": runtime.leader_id, "term": 0,
-        "commit_index": last_applied, "last_applied": last_applied,
-        "repair_backlog": counts.repair_backlog, "degraded_segments": counts.degraded_segments,
-        "objects": counts.objects, "segments": counts.segments,
-        "gc_backlog": counts.gc_backlog,
-    })
+    assert service.transport is not None
+    return await service.transport.handle(request)
+
+
+async def handle_raft_state(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.service is None:
+        raise Unavailable(f"meta replica {runtime.node.id} is starting")
+    return json_response(runtime.service.raft_state())
+
+
+async def handle_conf_change(request: web.Request) -> web.Response:
+    service = _service(request)
+    body = msgspec.json.decode(await request.read(), type=ConfChangeBody)
+    return json_response(await service.change_membership(body.kind, body.node_id,
+                                                         dry_run=body.dry_run))
+
+
+async def handle_transfer_leader(request: web.Request) -> web.Response:
+    service = _service(request)
+    body = msgspec.json.decode(await request.read(), type=TransferBody)
+    return json_response(await service.transfer_leader(body.to))
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    ready = runtime.service is not None or runtime.leader_id != runtime.node.id
-    return json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
+    service = runtime.service
+    if runtime.start_error is not None:
+        return json_response({"status": "failed", "error": str(runtime.start_error)},
+                             status=503)
+    if service is not None and service.driver is not None and service.driver.failed:
+        return json_response({"status": "failed", "error": repr(service.driver.failed)},
+                             status=503)
+    if service is None or not service.ready or service.driver is None:
+        return json_response({"status": "starting"}, status=503)
+    view = service.driver.view
+    running_s = time.monotonic() - service.started_s
+    healthy = view.leader is not None or running_s >= HEALTHY_WITHOUT_LEADER_S
+    return json_response({"status": "ok" if healthy else "starting", "role": view.role,
+                          "leader": view.leader, "term": view.term},
+                         status=200 if healthy else 503)

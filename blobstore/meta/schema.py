@@ -18,7 +18,8 @@ its client session and ``last_applied`` are written in one transaction.
 | ``sessions``      | client id + NUL + sequence (u64 BE)         | Outcome (msgpack)            |
 | ``session_heads`` | client id                                   | SessionHead (msgpack)        |
 | ``session_idle``  | last index (u64 BE) + client id             | empty: expiry order          |
-| ``log``           | index (u64 BE)                              | CommandEnvelope (msgpack)    |
+| ``log``           | unused since Raft (the log is ``raft.lmdb``, ``meta/raft_log.py``); |
+|                   | kept so that environments written before open unchanged             |
 
 Object keys: ``bucket + NUL + key`` in UTF-8. Bucket names hold no NUL and NUL is the
 smallest byte, so a bucket's objects are one contiguous run ordered by the key's UTF-8

@@ -1,9 +1,10 @@
 """The metadata state machine: applies log entries to LMDB, exactly once, deterministically.
 
-``apply(index, envelope)`` is the only way state changes. One LMDB write transaction holds
-the command's effects, its client session entry and ``last_applied = index``, so after a
-crash the state is exactly "entries 1..last_applied applied" and replay resumes at
-``last_applied + 1``. The same entries applied to an empty environment give the same bytes in
+``apply(index, envelope)`` is the only way state changes (``advance_in`` for the Raft
+entries that hold no command). One LMDB write transaction holds the command's effects, its
+client session entry and ``last_applied = index``, so after a crash the state is exactly
+"entries 1..last_applied applied" and replay resumes at ``last_applied + 1``; the Raft
+driver starts the Raft node with ``applied = last_applied`` (``meta/raft_driver.py``). The same entries applied to an empty environment give the same bytes in
 every sub-db (tests/unit/meta/test_state_machine.py replays a log to prove it): nothing here
 reads a clock, draws a random number or iterates an unordered collection.
 
@@ -47,7 +48,7 @@ from blobstore.core.records import (
     RepairTask,
     Segment,
 )
-from blobstore.meta import handlers, schema, sessions
+from blobstore.meta import handlers, heal, schema, sessions
 from blobstore.meta.commands import CommandEnvelope, Outcome
 from blobstore.meta.object_scan import ObjectScan
 from blobstore.meta.schema import Dbs, User
@@ -92,6 +93,18 @@ class StateMachine:
         txn.put(schema.LAST_APPLIED_KEY, schema.u64(index), db=self.dbs.meta)
         return outcome
 
+    def advance_in(self, txn: lmdb.Transaction, index: int) -> None:
+        """Apply an entry that holds no command (a new leader's NOOP, a membership change).
+
+        Only ``last_applied`` moves (and idle sessions expire, as for any entry), so that
+        ``last_applied`` is always the index of the last applied Raft entry of any kind.
+        """
+        last = self.last_applied_in(txn)
+        if index != last + 1:
+            raise ApplyOrderError(f"entry {index} offered but last_applied is {last}")
+        sessions.expire(txn, self.dbs, index)
+        txn.put(schema.LAST_APPLIED_KEY, schema.u64(index), db=self.dbs.meta)
+
     def _decide(self, txn: lmdb.Transaction, index: int, envelope: CommandEnvelope) -> Outcome:
         try:
             schema.check_client_id(envelope.client_id)
@@ -110,7 +123,7 @@ class StateMachine:
     def _run(self, txn: lmdb.Transaction, envelope: CommandEnvelope) -> Outcome:
         child = self.env.begin(write=True, parent=txn)
         try:
-            value = handlers.handle(child, self.dbs, envelope.command)
+            value = heal.handle(child, self.dbs, envelope.command)  # then handlers.handle
         except BlobstoreError as error:
             child.abort()
             return Outcome.failure(error)

@@ -15,6 +15,7 @@ import msgspec
 
 from blobstore.core.errors import BlobstoreError, Unavailable, error_from_code
 from blobstore.rpc.auth import AUTH_HEADER, sign
+from blobstore.runtime import request_id
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -33,7 +34,8 @@ class RpcClient:
         self.secret = secret
 
     def headers(self, method: str, path_qs: str) -> dict[str, str]:
-        return {AUTH_HEADER: sign(self.secret, method, path_qs, time.time())}
+        return {AUTH_HEADER: sign(self.secret, method, path_qs, time.time()),
+                **request_id.outgoing_headers()}  # X-Request-Id of the request served now
 
     async def request(self, method: str, address: str, path_qs: str, *, body: Any = None,
                       data: bytes | memoryview | None = None, headers: dict[str, str] | None = None,

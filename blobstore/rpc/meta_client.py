@@ -3,6 +3,10 @@
 One async method per operation, returning the records of ``core/records.py``; errors come
 back as the typed ``BlobstoreError`` the service raised (NoSuchBucket, NoSuchKey, ...).
 
+The service is a Raft group of meta replicas: only the leader proposes writes and serves
+linearizable reads; a follower answers 421 NotLeader with the leader's address, and a
+replica without a (reachable) leader answers 503 Unavailable at once.
+
 Rules:
 
 1. Commands carry ``(client_id, sequence)``: the client id is random per MetaClient (pass
@@ -10,15 +14,26 @@ Rules:
    numbers would be answered with old outcomes), sequences count up from 1, and several may
    be in flight at once. Each envelope's ``ack_below`` is the lowest sequence still awaiting
    its answer, so the service can forget older outcomes.
-2. On Unavailable (connection refused, timeout, 503) a call is retried, the same envelope
-   for a command, against each address in turn, for ``attempts`` rounds with exponential
-   back-off; the service applies a repeated command once. Any other error is final. After
-   the last round the Unavailable is raised: a command may or may not have been applied.
-3. Object keys, prefixes and markers go in the query string, built by yarl so that the
+2. Finding the leader: a call goes first to the last replica that answered (the leader,
+   normally), follows NotLeader redirects to the address they name, and moves on to the
+   next address on a connection error, a timeout of ``timeout_s`` per attempt, a 503, or a
+   NotLeader naming no leader; after each whole round it backs off exponentially (from
+   ``backoff_s``). A command is resent with the SAME envelope every time, so the service
+   applies it once however often it arrives. Any other error is final.
+3. Giving up: after ``deadline_s`` in all (10 s); at the end of a round in which a replica
+   answered NoQuorum (it has been cut off from a quorum for a while: the group is degraded,
+   and the caller gets 503 at once instead of waiting out the deadline) and none answered
+   that an election is running or named a leader; after
+   ``no_leader_wait_s`` (2 s) from the first answer saying there is no leader yet (a normal
+   election takes well under that); or after ``attempts`` whole rounds in which no replica
+   could be reached at all, if ``attempts`` is set. Then the last Unavailable is raised: a command may or may not
+   have been applied (a retry with a new sequence may apply it twice; ask, then retry).
+4. Object keys, prefixes and markers go in the query string, built by yarl so that the
    string signed is the string sent (see ``meta/app.py``). Bucket names and access keys go
    in the path and are restricted to path-safe characters; a name outside them cannot exist
    in the service, so the client answers NoSuchBucket / UnknownAccessKey without asking.
-4. The address that answered last is tried first (the leader, once there is Raft).
+5. ``NOT_LEADER_CODE`` and ``NO_QUORUM_CODE`` equal those of ``blobstore.meta.errors`` (the
+   client does not import the meta role; a test checks them).
 """
 
 from __future__ import annotations
@@ -26,12 +41,20 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from typing import Any
 
+import aiohttp
 import msgspec
 import yarl
 
-from blobstore.core.errors import NoSuchBucket, Unavailable, UnknownAccessKey
+from blobstore.core.errors import (
+    BlobstoreError,
+    NoSuchBucket,
+    Unavailable,
+    UnknownAccessKey,
+    error_from_code,
+)
 from blobstore.core.records import (
     Bucket,
     ClusterMap,
@@ -42,10 +65,15 @@ from blobstore.core.records import (
 )
 from blobstore.rpc.client import RpcClient
 
-ATTEMPTS = 4  # rounds over every address
+NOT_LEADER_CODE = "NotLeader"
+NO_QUORUM_CODE = "NoQuorum"
+DEADLINE_S = 10.0
+NO_LEADER_WAIT_S = 2.0
 BACKOFF_S = 0.05
-MAX_BACKOFF_S = 1.0
-TIMEOUT_S = 30.0
+MAX_BACKOFF_S = 0.5
+TIMEOUT_S = 5.0  # per attempt; the service bounds its own waits at 3 s
+STATUS_TIMEOUT_S = 2.0
+MAX_REDIRECTS = 8
 LOOKUP_BATCH_IDS = 1000  # the service refuses more per request
 _PATH_SAFE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,254}")
 
@@ -69,22 +97,31 @@ class _User(msgspec.Struct, frozen=True):
 
 
 class MetaClient:
-    """Calls one meta service (any of ``addresses``) with retries and apply-once commands."""
+    """Calls the meta group (any of ``addresses``), through its leader, apply-once."""
 
     def __init__(self, rpc: RpcClient, addresses: list[str], client_id: str | None = None, *,
-                 attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S,
-                 timeout_s: float = TIMEOUT_S) -> None:
+                 attempts: int | None = None, backoff_s: float = BACKOFF_S,
+                 timeout_s: float = TIMEOUT_S, deadline_s: float = DEADLINE_S,
+                 no_leader_wait_s: float = NO_LEADER_WAIT_S) -> None:
         if not addresses:
             raise ValueError("MetaClient needs at least one meta address")
         self.rpc = rpc
         self.addresses = list(addresses)
         self.client_id = client_id or f"mc-{secrets.token_hex(12)}"
-        self.attempts = max(attempts, 1)
+        self.attempts = max(attempts, 1) if attempts is not None else None
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
+        self.no_leader_wait_s = no_leader_wait_s
         self._next_sequence = 1
         self._outstanding: set[int] = set()
         self._preferred = 0
+        self._leader: str | None = None
+
+    @property
+    def leader_address(self) -> str | None:
+        """The replica that answered last (the leader, as far as this client knows)."""
+        return self._leader
 
     # ---- commands ----------------------------------------------------------------------
 
@@ -181,30 +218,175 @@ class MetaClient:
         return msgspec.json.decode(payload, type=_User).secret_key
 
     async def status(self) -> dict[str, Any]:
-        return msgspec.json.decode(await self._request("GET", "/v1/status"),
-                                   type=dict[str, Any])
+        """The leader's status if it can be reached (it alone knows each replica's match
+        index), else the status of whichever replica answers."""
+        payload = await self._request("GET", "/v1/status")
+        answer = msgspec.json.decode(payload, type=dict[str, Any])
+        leader_address = answer.get("leader_address")
+        if answer.get("role") != "leader" and isinstance(leader_address, str):
+            try:
+                return await self.status_of(leader_address)
+            except Unavailable:
+                pass
+        return answer
+
+    async def status_of(self, address: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
+        """``/v1/status`` of one replica, once, without retries or redirects."""
+        try:
+            payload = await self._send_once("GET", address, "/v1/status", None,
+                                            min(timeout_s, self.timeout_s))
+        except (_Refused, _Unreachable) as failed:
+            raise failed.error from None
+        except _Redirect as redirect:  # not sent for /v1/status; typed all the same
+            raise Unavailable(f"{address}: {redirect.message}") from None
+        return msgspec.json.decode(payload, type=dict[str, Any])
+
+    # ---- membership (the leader only; followed there by redirects) --------------------------
+
+    async def conf_change(self, kind: str, node_id: str, dry_run: bool = False) -> dict[str, Any]:
+        """Add or remove one voter (``kind`` "add" | "remove"); the leader's plan and the new
+        voters. Not idempotent: a retry of an applied change answers Conflict."""
+        payload = await self._request("POST", "/v1/raft/conf_change",
+                                      body={"kind": kind, "node_id": node_id,
+                                            "dry_run": dry_run})
+        return msgspec.json.decode(payload, type=dict[str, Any])
+
+    async def transfer_leader(self, to: str) -> dict[str, Any]:
+        """Hand leadership to voter ``to``; ``{"leader", "term"}`` once it leads."""
+        payload = await self._request("POST", "/v1/raft/transfer_leader", body={"to": to})
+        return msgspec.json.decode(payload, type=dict[str, Any])
 
     # ---- transport ---------------------------------------------------------------------
 
     async def _request(self, method: str, path_qs: str, body: Any = None) -> bytes:
-        """One call with retries on Unavailable (rules 2 and 4); the response body."""
-        last_error: Unavailable | None = None
-        for attempt in range(self.attempts):
-            if attempt:
-                await asyncio.sleep(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
-            for offset in range(len(self.addresses)):
-                position = (self._preferred + offset) % len(self.addresses)
-                try:
-                    _status, _headers, payload = await self.rpc.request(
-                        method, self.addresses[position], path_qs, body=body,
-                        timeout_s=self.timeout_s)
-                except Unavailable as error:
-                    last_error = error
+        """One call, through the leader, retried within the deadline (rules 2 and 4)."""
+        data = msgspec.json.encode(body) if body is not None else None
+        deadline = time.monotonic() + self.deadline_s
+        no_leader_since: float | None = None
+        unreachable_rounds = 0
+        tried = 0
+        reached = False
+        no_quorum_in_round = hopeful_in_round = False
+        redirects = 0
+        position = self._preferred
+        address = self._leader or self.addresses[position]
+        last_error: BlobstoreError = Unavailable("no meta address tried")
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise last_error
+            try:
+                payload = await self._send_once(method, address, path_qs, data,
+                                                min(self.timeout_s, remaining))
+            except _Redirect as redirect:
+                reached = True
+                hopeful_in_round = True
+                last_error = Unavailable(f"{address}: {redirect.message}")
+                if redirect.leader and redirect.leader != address and redirects < MAX_REDIRECTS:
+                    redirects += 1
+                    self._leader = address = redirect.leader
                     continue
-                self._preferred = position
+                no_leader_since = no_leader_since or time.monotonic()
+            except _Refused as refused:  # a replica answered 503: no leader, no quorum
+                reached = True
+                last_error = refused.error
+                no_leader_since = no_leader_since or time.monotonic()
+                if refused.error.code == NO_QUORUM_CODE:
+                    no_quorum_in_round = True
+                else:
+                    hopeful_in_round = True
+            except _Unreachable as unreachable:
+                last_error = unreachable.error
+                if self._leader == address:
+                    self._leader = None
+            else:
+                self._leader = address
                 return payload
-        assert last_error is not None
-        raise last_error
+            if no_leader_since is not None and (
+                    time.monotonic() - no_leader_since >= self.no_leader_wait_s):
+                raise last_error
+            tried += 1
+            position = (position + 1) % len(self.addresses)
+            address = self.addresses[position]
+            self._preferred = position
+            if tried % len(self.addresses) == 0:  # a whole round failed
+                if no_quorum_in_round and not hopeful_in_round:
+                    raise last_error
+                no_quorum_in_round = hopeful_in_round = False
+                unreachable_rounds = 0 if reached else unreachable_rounds + 1
+                reached = False
+                if self.attempts is not None and unreachable_rounds >= self.attempts:
+                    raise last_error
+                rounds = tried // len(self.addresses)
+                pause = min(self.backoff_s * 2 ** (rounds - 1), MAX_BACKOFF_S)
+                await asyncio.sleep(max(min(pause, deadline - time.monotonic()), 0))
+
+    async def _send_once(self, method: str, address: str, path_qs: str, data: bytes | None,
+                         timeout_s: float) -> bytes:
+        """One signed request; the body of a 2xx, else one of the errors below."""
+        headers = self.rpc.headers(method, path_qs)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self.rpc.session.request(
+                    method, f"http://{address}{path_qs}", data=data, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                payload = await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _Unreachable(Unavailable(f"{address} unreachable: {exc!r}")) from exc
+        if status < 300:
+            return payload
+        raise _error_of(address, status, payload)
+
+
+class _Redirect(Exception):
+    """421 NotLeader: ``leader`` is the leader's address, or None if the replica knows none."""
+
+    def __init__(self, message: str, leader: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.leader = leader
+
+
+class _Refused(Exception):
+    """A replica answered 503 Unavailable (no leader, no quorum, starting): try another."""
+
+    def __init__(self, error: BlobstoreError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Unreachable(Exception):
+    """No answer (refused, reset, timeout): try another replica."""
+
+    def __init__(self, error: BlobstoreError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _error_of(address: str, status: int, payload: bytes) -> Exception:
+    """The typed error of a non-2xx answer; the three retryable kinds above, else final."""
+    try:
+        error = msgspec.json.decode(payload)["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        if status >= 500:
+            return _Refused(Unavailable(f"{address}: HTTP {status}: {payload[:200]!r}"))
+        plain = BlobstoreError(f"HTTP {status}: {payload[:200]!r}")
+        plain.http_status = status
+        return plain
+    if code == NOT_LEADER_CODE:
+        leader = error.get("leader")
+        return _Redirect(message, leader if isinstance(leader, str) and leader else None)
+    typed = error_from_code(code, message)
+    if isinstance(typed, Unavailable) or status == 503:
+        if not isinstance(typed, Unavailable):  # NoQuorum, where the meta role is not loaded
+            unavailable = Unavailable(message)
+            unavailable.code = code
+            typed = unavailable
+        return _Refused(typed)
+    return typed
 
 
 def _bucket_segment(name: str) -> str:

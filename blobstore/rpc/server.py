@@ -15,6 +15,7 @@ from aiohttp import web
 
 from blobstore.core.errors import BlobstoreError
 from blobstore.rpc.auth import AUTH_HEADER, verify
+from blobstore.runtime import metrics
 
 log = logging.getLogger(__name__)
 SECRET_KEY: web.AppKey[str] = web.AppKey("cluster_secret", str)
@@ -53,6 +54,8 @@ async def internal_middleware(request: web.Request, handler):  # type: ignore[no
 
 
 def internal_app(secret: str, **kwargs: object) -> web.Application:
-    app = web.Application(middlewares=[internal_middleware], **kwargs)  # type: ignore[arg-type]
+    app = web.Application(middlewares=[metrics.metrics_middleware(), internal_middleware],
+                          **kwargs)  # type: ignore[arg-type]
     app[SECRET_KEY] = secret
+    metrics.add_routes(app)  # GET /_blobstore/metrics, unsigned like every /_blobstore/ path
     return app

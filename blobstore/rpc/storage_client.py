@@ -113,9 +113,17 @@ class StorageClient:
         return wire.shard_info_from_headers(shard_id, headers)
 
     async def delete_shard(self, address: str, shard_id: str, *,
+                           older_than_ns: int | None = None,
                            timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        """Remove a shard; succeeds whether or not the node had it."""
-        await self.rpc.request("DELETE", address, _shard_path(shard_id), timeout_s=timeout_s)
+        """Remove a shard; succeeds whether or not the node had it.
+
+        With ``older_than_ns`` the node removes it only if its file was written before that
+        (wall clock of the node); a newer file is kept and the answer is Conflict.
+        """
+        path = _shard_path(shard_id)
+        if older_than_ns is not None:
+            path += f"?older_than_ns={int(older_than_ns)}"
+        await self.rpc.request("DELETE", address, path, timeout_s=timeout_s)
 
     async def list_shards(self, address: str, after: str = "", limit: int = 1000, *,
                           timeout_s: float = DEFAULT_TIMEOUT_S

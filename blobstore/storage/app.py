@@ -5,9 +5,13 @@ Routes (docs/internal-api.md, storage section; all signed except ``/_blobstore/*
     PUT    /v1/shards/{shard_id}   body = payload, X-Shard-* headers    -> 201 ShardInfo
     GET    /v1/shards/{shard_id}   optional Range: bytes=a-b | bytes=a- -> 200 / 206 payload
     HEAD   /v1/shards/{shard_id}                                        -> 200, X-Shard-* headers
-    DELETE /v1/shards/{shard_id}                                        -> 204 (idempotent)
+    DELETE /v1/shards/{shard_id}[?older_than_ns=N]                      -> 204 (idempotent);
+                                    409 when older_than_ns is given and the file is that new
     GET    /v1/shards?after=&limit=                                     -> ShardList
     GET    /v1/status                                                   -> StorageStatus
+    POST   /v1/scrub, GET /v1/scrub         start a scrub pass / its progress
+    POST   /v1/repair|inventory|gc          wake that healing worker -> WorkerStatus
+    GET    /v1/repair|inventory|gc          WorkerStatus (storage/healing.py)
     GET    /_blobstore/healthz, /_blobstore/readyz
 
 Rules:
@@ -17,8 +21,9 @@ Rules:
 - Every store call blocks (disk, fsync, LMDB), so it runs in one bounded thread pool
   (``io_threads``); the event loop only parses, waits and sends. Request bodies are
   bounded by ``client_max_size_bytes`` (a shard is segment_size / data_shards, ~1 MiB).
-- The store and its pool are opened and closed in ``cleanup_ctx``; the heartbeat task is a
-  later context, so on shutdown it stops before the store closes.
+- The store and its pool are opened and closed in ``cleanup_ctx``; the heartbeat, the
+  scrubber and the healing workers (repairer, inventory, collector: ``storage/healing.py``)
+  are later contexts, so on shutdown they stop before the store closes.
 - Errors are ``BlobstoreError``s, turned into ``{"error": ...}`` by ``rpc.server``.
 """
 
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import functools
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +42,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from blobstore.config import ClusterConfig, NodeConfig
-from blobstore.core.errors import Invalid, Unavailable
+from blobstore.core.errors import Conflict, Invalid, Unavailable
 from blobstore.core.ids import parse_shard_id
 from blobstore.core.records import NodeRole
 from blobstore.core.shard_format import ShardHeader
@@ -44,6 +50,8 @@ from blobstore.rpc import wire
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.meta_client import MetaClient
 from blobstore.rpc.server import internal_app, json_response
+from blobstore.runtime.workers import PeriodicWorker
+from blobstore.storage.healing import healing_context, worker_status
 from blobstore.storage.heartbeat import Heartbeat
 from blobstore.storage.scrubber import Scrubber, ScrubStatus
 from blobstore.storage.shard_store import ShardStore, ShardStoreSettings
@@ -75,6 +83,9 @@ class StorageState:
         self.executor: ThreadPoolExecutor | None = None
         self.heartbeat: Heartbeat | None = None
         self.scrubber: Scrubber | None = None
+        self.repairer: PeriodicWorker | None = None
+        self.inventory: PeriodicWorker | None = None
+        self.collector: PeriodicWorker | None = None
 
     async def call(self, function: Callable[..., T], *args: object) -> T:
         """Run a blocking store call in the bounded pool."""
@@ -113,6 +124,7 @@ def create_app(config: ClusterConfig, node: NodeConfig, *,
     app.cleanup_ctx.append(functools.partial(_store_context, state))
     app.cleanup_ctx.append(functools.partial(_heartbeat_context, config, state))
     app.cleanup_ctx.append(functools.partial(_scrubber_context, config, state))
+    app.cleanup_ctx.append(functools.partial(healing_context, config, state))
     app.router.add_put("/v1/shards/{shard_id}", put_shard)
     app.router.add_get("/v1/shards/{shard_id}", get_shard, allow_head=False)
     app.router.add_head("/v1/shards/{shard_id}", head_shard)
@@ -121,6 +133,9 @@ def create_app(config: ClusterConfig, node: NodeConfig, *,
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/scrub", start_scrub)
     app.router.add_get("/v1/scrub", scrub_status)
+    for worker in ("repair", "inventory", "gc"):
+        app.router.add_post(f"/v1/{worker}", wake_worker)
+        app.router.add_get(f"/v1/{worker}", get_worker_status)
     app.router.add_get("/_blobstore/healthz", healthz)
     app.router.add_get("/_blobstore/readyz", readyz)
     return app
@@ -168,7 +183,7 @@ async def _scrubber_context(config: ClusterConfig, state: StorageState,
     session = new_session(limit_per_host=2)
     rpc = RpcClient(session, config.secret)
     meta = MetaClient(rpc, [n.address for n in config.by_role(NodeRole.META)],
-                      client_id=f"{state.node.id}-scrubber")
+                      client_id=f"{state.node.id}-scrubber-{time.time_ns()}")
 
     async def report(segment_id: str, index: int, reason: str) -> object:
         return await meta.report_bad_shard(segment_id, index, state.node.id, reason)
@@ -240,7 +255,15 @@ async def head_shard(request: web.Request) -> web.Response:
 async def delete_shard(request: web.Request) -> web.Response:
     shard_id = _shard_id(request)
     state = _state(request)
-    await state.call(state.open_store.delete, shard_id)
+    older_than = request.query.get("older_than_ns")
+    if older_than is None:
+        await state.call(state.open_store.delete, shard_id)
+        return web.Response(status=204)
+    if not older_than.isascii() or not older_than.isdigit() or len(older_than) > 19:
+        raise Invalid(f"older_than_ns must be a non-negative integer, not {older_than!r}")
+    removed = await state.call(state.open_store.delete_if_older, shard_id, int(older_than))
+    if removed is None:
+        raise Conflict(f"shard {shard_id} was written at or after {older_than}; kept")
     return web.Response(status=204)
 
 
@@ -273,6 +296,27 @@ async def start_scrub(request: web.Request) -> web.Response:
 
 async def scrub_status(request: web.Request) -> web.Response:
     return json_response(_scrubber(request).status())
+
+
+def _worker(request: web.Request) -> PeriodicWorker:
+    state = _state(request)
+    name = request.path.rsplit("/", 1)[-1]
+    worker = {"repair": state.repairer, "inventory": state.inventory,
+              "gc": state.collector}.get(name)
+    if worker is None:
+        raise Unavailable(f"the {name} worker is not running")
+    return worker
+
+
+async def wake_worker(request: web.Request) -> web.Response:
+    """Run that worker's pass now (``blobstore repair`` wakes every repairer)."""
+    worker = _worker(request)
+    worker.wake()
+    return json_response(worker_status(worker))
+
+
+async def get_worker_status(request: web.Request) -> web.Response:
+    return json_response(worker_status(_worker(request)))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -30,6 +30,10 @@ Rules:
    anyway (both files have identical content by content addressing; the last rename wins);
    the lock keeps a delete or quarantine from interleaving with them. Quarantine moves a
    file only if it is still the very file (device, inode) that was read and found bad.
+6. ``delete_if_older`` (the garbage collector's and inventory's delete) checks the file's
+   mtime and removes it under the same lock stripe, so a shard rewritten after the cut-off
+   (a re-upload of the same content-addressed segment, a repair) is never removed by a
+   collector that decided on the old one.
 
 Every method blocks (disk I/O, fsync): the app calls them from a bounded thread pool.
 Any thread may call any method; LMDB serialises index writers.
@@ -234,6 +238,23 @@ class ShardStore:
                 raise _os_error(exc, f"deleting shard {shard_id}") from exc
             self.index.drop(shard_id)
         return removed
+
+    def delete_if_older(self, shard_id: str, older_than_ns: int) -> bool | None:
+        """Remove a shard only if its file was written before ``older_than_ns`` (rule 6).
+
+        True: removed; False: there was none; None: kept, the file is that new or newer.
+        """
+        path = self.path_of(shard_id)
+        with self.lock_for(shard_id):
+            try:
+                if os.stat(path).st_mtime_ns >= older_than_ns:
+                    return None
+            except FileNotFoundError:
+                self.index.drop(shard_id)
+                return False
+            except OSError as exc:
+                raise _os_error(exc, f"checking shard {shard_id}") from exc
+            return self.delete(shard_id)
 
     def list(self, after: str = "", limit: int = 1000) -> tuple[list[ShardInfo], str | None]:
         """Index rows with shard id > ``after`` in shard-id order, and the next ``after``."""

@@ -97,7 +97,7 @@ def test_up_detach_status_down(cluster_dir_path: Path) -> None:
         return all(node["state"] == "up" for node in report["nodes"])
 
     _wait_for(every_node_up, 30, "every node to be up in status")
-    assert len(report["nodes"]) == 1 + 8 + GATEWAYS
+    assert len(report["nodes"]) == 3 + 8 + GATEWAYS
     for node in report["nodes"]:
         assert node["pid"] == pids.nodes[node["id"]], node
         assert {"id", "role", "address", "zone", "capacity_bytes", "used_bytes"} <= set(node)

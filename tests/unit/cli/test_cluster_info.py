@@ -26,7 +26,7 @@ SEGMENT_B = "cd" * 32
 
 
 def _config(tmp_path: Path):
-    return plan_cluster(cluster_dir(tmp_path), InitOptions(storage=3, data_shards=2,
+    return plan_cluster(cluster_dir(tmp_path), InitOptions(meta=1, storage=3, data_shards=2,
                                                            parity_shards=1))
 
 

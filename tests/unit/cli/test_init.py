@@ -28,7 +28,7 @@ def test_init_writes_a_config_load_config_accepts(tmp_path):
     assert result.exit_code == 0, result.output
     config = load_config(tmp_path / "c" / "cluster.toml")
     roles = [node.role for node in config.nodes]
-    assert roles.count(NodeRole.META) == 1
+    assert roles.count(NodeRole.META) == 3
     assert roles.count(NodeRole.STORAGE) == 8
     assert roles.count(NodeRole.GATEWAY) == 1
     assert (config.data_shards, config.parity_shards) == (4, 2)

@@ -50,6 +50,18 @@ def make_config(tmp_path: Path, access_key: str = "", secret_key: str = "") -> C
                          parity_shards=1, access_key=access_key, secret_key=secret_key)
 
 
+async def wait_healthy(address: str, timeout_s: float = 10.0) -> None:
+    """The replica starts in the background (it elects itself, a group of one)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"http://{address}/_blobstore/healthz") as response:
+                if response.status == 200:
+                    return
+            assert asyncio.get_running_loop().time() < deadline, "meta never became healthy"
+            await asyncio.sleep(0.02)
+
+
 @asynccontextmanager
 async def serving(config: ClusterConfig) -> AsyncIterator[str]:
     node = config.node("meta-1")
@@ -57,6 +69,7 @@ async def serving(config: ClusterConfig) -> AsyncIterator[str]:
     await runner.setup()
     try:
         await web.TCPSite(runner, node.host, node.port).start()
+        await wait_healthy(node.address)
         yield node.address
     finally:
         await runner.cleanup()
@@ -207,8 +220,9 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
             assert await meta.get_user("AK2") == "SK2"
             assert await meta.get_user("BOOTKEY") == "bootsecret"
             after = await meta.status()
-            # the bootstrap user was not proposed again
-            assert after["last_applied"] == before["last_applied"]
+            # the bootstrap user was not proposed again: only the new term's NOOP entry
+            assert after["last_applied"] == before["last_applied"] + 1
+            assert after["term"] == before["term"] + 1
             assert after["objects"] == 1 and after["segments"] == 1
             with pytest.raises(UnknownAccessKey):
                 await meta.get_user("nobody")
@@ -264,8 +278,9 @@ def test_cluster_map_and_heartbeats(tmp_path: Path) -> None:
         with pytest.raises(Invalid):
             await meta.heartbeat("stranger", capacity_bytes=1, used_bytes=0, shard_count=0)
         status = await meta.status()
-        assert status["leader"] == status["node_id"] == "meta-1" and status["term"] == 0
+        assert status["leader"] == status["node_id"] == "meta-1" and status["term"] >= 1
         assert status["commit_index"] == status["last_applied"]
+        assert status["role"] == "leader" and list(status["replicas"]) == ["meta-1"]
 
     run_with_meta(make_config(tmp_path), body)
 
@@ -279,31 +294,38 @@ def test_concurrent_commands_from_one_client_each_apply_once(tmp_path: Path) -> 
         assert [e.key for e in page.entries] == [f"k{i:03d}" for i in range(60)]
         found = await meta.lookup_segments([sid(n) for n in range(5)])
         assert sorted(s.refcount for s in found.values()) == [12] * 5
-        assert (await meta.status())["last_applied"] == 61
+        assert (await meta.status())["last_applied"] == 61 + 1  # + the leader's NOOP
 
     run_with_meta(make_config(tmp_path), body)
 
 
-def test_a_second_meta_node_stands_by_and_clients_move_to_the_leader(tmp_path: Path) -> None:
+def test_a_replica_that_is_not_bootstrapped_yet_answers_503_and_is_not_healthy(
+        tmp_path: Path) -> None:
+    """A second meta node of cluster.toml that never started keeps the first from
+    bootstrapping the group (rule 5 of meta/service.py): nothing diverges meanwhile."""
     config = make_config(tmp_path)
-    standby = NodeConfig(id="meta-2", role=NodeRole.META, address=f"127.0.0.1:{free_port()}",
-                         data_dir=str(tmp_path / "meta-2"))
-    config = ClusterConfig(secret=SECRET, nodes=(*config.nodes, standby), data_shards=2,
+    absent = NodeConfig(id="meta-2", role=NodeRole.META, address=f"127.0.0.1:{free_port()}",
+                        data_dir=str(tmp_path / "meta-2"))
+    config = ClusterConfig(secret=SECRET, nodes=(*config.nodes, absent), data_shards=2,
                            parity_shards=1)
 
     async def main() -> None:
-        runner = web.AppRunner(create_app(config, standby))
+        node = config.node("meta-1")
+        runner = web.AppRunner(create_app(config, node))
         await runner.setup()
-        await web.TCPSite(runner, standby.host, standby.port).start()
+        await web.TCPSite(runner, node.host, node.port).start()
         try:
-            async with serving(config) as leader, new_session() as session:
+            async with new_session() as session:
+                async with session.get(f"http://{node.address}/_blobstore/healthz") as response:
+                    assert response.status == 503
+                    assert (await response.json())["status"] == "starting"
                 rpc = RpcClient(session, SECRET)
                 with pytest.raises(Unavailable):
-                    await MetaClient(rpc, [standby.address], attempts=1).list_buckets()
-                both = MetaClient(rpc, [standby.address, leader])
-                await both.create_bucket("b", created_ns=1)
-                assert (await both.status())["leader"] == "meta-1"
-            assert not (tmp_path / "meta-2").exists()
+                    await MetaClient(rpc, [node.address], attempts=1,
+                                     deadline_s=0.5).list_buckets()
+                _status, _headers, body = await rpc.request("GET", node.address,
+                                                            "/v1/raft/state")
+                assert msgspec.json.decode(body) == {"node_id": "meta-1", "bootstrapped": False}
         finally:
             await runner.cleanup()
 

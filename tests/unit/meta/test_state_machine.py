@@ -26,10 +26,11 @@ from blobstore.meta.commands import (
     PutObject,
     PutUser,
     ReportBadShard,
-    decode_envelope,
+    encode_envelope,
 )
-from blobstore.meta.service import MetaService, open_env
 from blobstore.meta.state_machine import ApplyOrderError, StateMachine
+from blobstore.meta.state_store import StateStore, open_env
+from blobstore.raft.messages import Entry, EntryKind
 
 SMALL_MAP_BYTES = 64 * 1024 * 1024
 
@@ -52,11 +53,29 @@ def version(key: str, names: list[str], bucket: str = "b", version_id: str = "v1
                          size=length * len(names), etag="e", created_ns=1, segments=refs)
 
 
+class LocalLog:
+    """What the Raft log gives the state machine, minus the replication: each envelope is
+    appended to a list at the next index and applied at once."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.state = StateMachine(env)
+        self.entries: list[tuple[int, CommandEnvelope]] = []
+
+    def propose_sync(self, envelope: CommandEnvelope) -> tuple[int, Outcome]:
+        index = self.state.last_applied() + 1
+        self.entries.append((index, envelope))
+        return index, self.state.apply(index, envelope)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 class Harness:
-    """A meta service on a temp dir, proposing through the sync path (log + apply)."""
+    """A state machine on a temp dir, fed through a LocalLog."""
 
     def __init__(self, path: Path) -> None:
-        self.service = MetaService(open_env(path, SMALL_MAP_BYTES))
+        self.service = LocalLog(open_env(path, SMALL_MAP_BYTES))
         self.state = self.service.state
         self.sequence = 0
 
@@ -326,44 +345,68 @@ def test_replaying_the_log_into_a_fresh_env_reproduces_the_state(tmp_path: Path)
         original.service.propose_sync(envelope)
     original.check()
     fresh = StateMachine(open_env(tmp_path / "two", SMALL_MAP_BYTES))
-    with original.service.env.begin() as txn:
-        entries = list(original.service.log.entries(txn))
+    entries = original.service.entries
     assert [index for index, _ in entries] == list(range(1, len(workload()) + 1))
-    for index, entry in entries:
-        fresh.apply(index, decode_envelope(entry))
+    for index, envelope in entries:
+        fresh.apply(index, envelope)
     assert dump(fresh.env) == dump(original.service.env)
     fresh.env.close()
     original.service.close()
 
 
-def test_recover_applies_logged_entries_above_last_applied(tmp_path: Path) -> None:
-    h = Harness(tmp_path / "one")
-    envelopes = workload()
-    for envelope in envelopes[:4]:
-        h.service.propose_sync(envelope)
-    # a crash between a (future, Raft) log append and its apply: entries logged only
-    with h.service.env.begin(write=True) as txn:
-        for index, envelope in enumerate(envelopes[4:], start=5):
-            h.service.log.append(txn, index, schema.encode(envelope))
-    assert h.service.recover() == len(envelopes) - 4
-    assert h.service.recover() == 0
-    reference = Harness(tmp_path / "two")
+def raft_entries(envelopes: list[CommandEnvelope]) -> list[Entry]:
+    """The raft log of a new leader (its NOOP first) holding these commands."""
+    entries = [Entry(term=1, index=1, kind=EntryKind.NOOP)]
     for envelope in envelopes:
-        reference.service.propose_sync(envelope)
-    assert dump(h.service.env) == dump(reference.service.env)
-    h.check()
-    h.service.close()
-    reference.service.close()
+        entries.append(Entry(term=1, index=len(entries) + 1, data=encode_envelope(envelope)))
+    return entries
 
 
-def test_log_compaction_keeps_the_newest_entries(tmp_path: Path) -> None:
-    service = MetaService(open_env(tmp_path / "m", SMALL_MAP_BYTES), log_retain_entries=3)
-    for sequence in range(1, 9):
-        service.propose_sync(CommandEnvelope(client_id="c", sequence=sequence,
-                                             command=DeleteBucket(name="x")))
-    with service.env.begin() as txn:
-        assert [i for i, _ in service.log.entries(txn)] == [6, 7, 8]
-    service.close()
+def test_raft_entries_apply_once_when_replayed_after_a_crash(tmp_path: Path) -> None:
+    """The driver may hand entries that were applied before a crash again: skipped."""
+    entries = raft_entries(workload())
+    store = StateStore(tmp_path / "one", map_size_bytes=SMALL_MAP_BYTES)
+    first = store.apply_entries(entries[:5])
+    assert [entry.index for entry, _ in first] == [1, 2, 3, 4, 5]
+    assert first[0][1] is None and all(outcome is not None for _, outcome in first[1:])
+    again = store.apply_entries(entries)  # 1..5 again, then the rest
+    assert [entry.index for entry, _ in again] == list(range(6, len(entries) + 1))
+    assert store.last_applied() == len(entries)
+    reference = StateStore(tmp_path / "two", map_size_bytes=SMALL_MAP_BYTES)
+    reference.apply_entries(entries)
+    assert dump(store.env) == dump(reference.env)
+    assert invariants.check(store.env, store.state.dbs) == []
+    store.close()
+    reference.close()
+
+
+def test_snapshot_restores_the_exact_state_and_survives_an_interrupted_swap(
+        tmp_path: Path) -> None:
+    entries = raft_entries(workload())
+    source = StateStore(tmp_path / "source", map_size_bytes=SMALL_MAP_BYTES)
+    source.apply_entries(entries[:7])
+    index, data = source.snapshot_sync()
+    assert index == 7
+    source.apply_entries(entries[7:])  # the copy was taken at 7, whatever happens after
+
+    target = StateStore(tmp_path / "target", map_size_bytes=SMALL_MAP_BYTES)
+    target.apply_entries(raft_entries([])[:1])
+    assert target.restore_sync(data) == 7
+    target.apply_entries(entries[7:])
+    assert dump(target.env) == dump(source.env)
+    target.close()
+
+    # a crash between the two renames of a restore: the fsync'd restore directory wins
+    path = tmp_path / "target"
+    path.rename(tmp_path / "target.old")
+    (tmp_path / "target.restore").mkdir()
+    (tmp_path / "target.restore" / "data.mdb").write_bytes(data)
+    reopened = StateStore(path, map_size_bytes=SMALL_MAP_BYTES)
+    assert reopened.last_applied() == 7
+    assert not (tmp_path / "target.old").exists()
+    assert not (tmp_path / "target.restore").exists()
+    reopened.close()
+    source.close()
 
 
 # ---- listing through LMDB, long keys included ------------------------------------------
