@@ -320,6 +320,9 @@ def dump_config(config: ClusterConfig) -> str:
              "[cluster]"]
     for name in _CLUSTER_FIELDS:
         lines.append(f"{name} = {_toml_value(getattr(config, name))}")
+    for name, value in sorted(config.extra.items()):  # knobs of the roles (raft_*, ...)
+        if isinstance(value, bool | int | float | str):
+            lines.append(f"{name} = {_toml_value(value)}")
     lines += ["", "[s3]", f"access_key = {_toml_value(config.access_key)}",
               f"secret_key = {_toml_value(config.secret_key)}"]
     for node in config.nodes:

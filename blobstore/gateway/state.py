@@ -73,10 +73,14 @@ class GatewayState:
         raise Unavailable(f"node {node_id} is not in the cluster map")
 
     async def write_candidates(self) -> list[Candidate]:
-        """Storage nodes a new shard may go to: those up now."""
-        nodes = (await self.current_map()).nodes
-        return [Candidate(n.id, n.zone, n.weight) for n in nodes
-                if n.role == NodeRole.STORAGE and n.state == NodeState.UP]
+        """Storage nodes a new shard may go to: those up now; suspect ones too when too few
+        are up to place every shard (a failed put moves to a spare anyway, and a node that
+        merely missed a heartbeat or two is usually fine)."""
+        nodes = [n for n in (await self.current_map()).nodes if n.role == NodeRole.STORAGE]
+        chosen = [n for n in nodes if n.state == NodeState.UP]
+        if len(chosen) < self.policy.total_shards:
+            chosen += [n for n in nodes if n.state == NodeState.SUSPECT]
+        return [Candidate(n.id, n.zone, n.weight) for n in chosen]
 
     async def secret_for(self, access_key: str) -> str:
         cached = self.secrets.get(access_key)

@@ -39,7 +39,7 @@ Rules:
 6. A membership change is accepted on the leader only, one at a time; the node added must
    be a meta node of cluster.toml (re-read from disk if this process does not know it), and
    a change is refused when the voters reachable now would not be a quorum after it.
-7. Knobs, in ``[cluster]`` of cluster.toml (all optional): ``raft_tick_ms`` (100),
+7. Knobs, in ``[cluster]`` of cluster.toml (all optional): ``raft_tick_ms`` (50),
    ``raft_election_ticks`` (10), ``raft_heartbeat_ticks`` (1), ``raft_snapshot_entries``
    (5000), ``raft_keep_entries`` (1000), ``raft_proposal_timeout_s`` (3).
 """
@@ -125,7 +125,7 @@ class ReplicaOptions:
                 raise ConfigError(f"[cluster] {key} must be between {low:g} and {high:g}")
             return float(value)
 
-        tick_s = number("raft_tick_ms", 100, 1, 10_000) / 1000
+        tick_s = number("raft_tick_ms", 50, 1, 10_000) / 1000
         election = int(number("raft_election_ticks", 10, 2, 1000))
         heartbeat = int(number("raft_heartbeat_ticks", 1, 1, 1000))
         if heartbeat >= election:
@@ -460,9 +460,8 @@ class MetaService:
 
     def heartbeat(self, node_id: str, capacity_bytes: int, used_bytes: int,
                   shard_count: int) -> None:
-        view = self.view
-        if not view.is_leader:
-            raise self._redirect(view, "heartbeat")
+        # Every replica keeps this soft state (storage nodes beat to all of them), so a new
+        # leader knows at once which nodes are up instead of seeing them all silent.
         self.detector.heartbeat(node_id, time.monotonic(), time.time_ns(),
                                 capacity_bytes=capacity_bytes, used_bytes=used_bytes,
                                 shard_count=shard_count)

@@ -80,22 +80,29 @@ class Heartbeat:
             await asyncio.sleep(max(0.0, self.interval_s - elapsed_s))
 
     async def run_once(self) -> bool:
-        """One beat; True if a meta node accepted it."""
+        """One beat to every meta replica at once; True if at least one accepted it.
+
+        Every replica keeps heartbeats as soft state, so that a newly elected leader
+        already knows which nodes are up (else every node looks silent to it at first).
+        """
         status = await self._collect()
-        errors: list[str] = []
-        for offset in range(len(self._addresses)):
-            position = (self._preferred + offset) % len(self._addresses)
-            address = self._addresses[position]
+
+        async def send(address: str) -> str | None:
             try:
                 await self._rpc.request("POST", address, HEARTBEAT_PATH, body=status,
                                         timeout_s=self.timeout_s)
+                return None
             except BlobstoreError as exc:
-                errors.append(f"{address}: {exc.code} {exc.message}")
-                continue
-            self._preferred = position
+                return f"{address}: {exc.code} {exc.message}"
+
+        answers = await asyncio.gather(*(send(address) for address in self._addresses))
+        errors = [answer for answer in answers if answer is not None]
+        accepted = [i for i, answer in enumerate(answers) if answer is None]
+        if accepted:
+            self._preferred = accepted[0]
             self._sent += 1
             if self._failing:
-                log.info("heartbeat reaches meta again (%s)", address)
+                log.info("heartbeat reaches meta again (%s)", self._addresses[accepted[0]])
                 self._failing = False
             return True
         self._failed += 1
