@@ -159,8 +159,13 @@ def down(directory: str) -> None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
               help="Cluster directory (its cluster.toml).")
 @click.option("--id", "node_id", required=True, help="The id of the node to run.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True),
+              help="PEM certificate: a gateway serves S3 over HTTPS (overrides cluster.toml).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True),
+              help="PEM private key that goes with --tls-cert.")
 @reports_errors
-def serve(config_path: str | None, directory: str | None, node_id: str) -> None:
+def serve(config_path: str | None, directory: str | None, node_id: str,
+          tls_cert: str | None, tls_key: str | None) -> None:
     """Run one node of the cluster in the foreground; its role comes from the config.
 
     This is what systemd units and containers run. SIGTERM or SIGINT stops it cleanly.
@@ -171,4 +176,7 @@ def serve(config_path: str | None, directory: str | None, node_id: str) -> None:
     """
     from blobstore.launch.serve import serve as serve_node  # aiohttp: load only to serve
 
-    serve_node(find_config_path(config_path, directory), node_id)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    serve_node(find_config_path(config_path, directory), node_id,
+               tls=(tls_cert, tls_key) if tls_cert and tls_key else None)

@@ -14,6 +14,7 @@ one-line ``ServeError`` before anything else starts. uvloop is used if it is ins
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import importlib
 import logging
@@ -46,9 +47,14 @@ def build_app(config: ClusterConfig, node: NodeConfig) -> web.Application:
     return module.create_app(config, node)
 
 
-def serve(config_path: str | Path, node_id: str) -> None:
-    """Run node ``node_id`` of the cluster at ``config_path`` until SIGTERM or SIGINT."""
+def serve(config_path: str | Path, node_id: str, tls: tuple[str, str] | None = None) -> None:
+    """Run node ``node_id`` of the cluster at ``config_path`` until SIGTERM or SIGINT.
+
+    ``tls`` (certificate, key) overrides the TLS files of cluster.toml for a gateway.
+    """
     config = load_config(config_path)
+    if tls is not None:
+        config = dataclasses.replace(config, tls_cert_file=tls[0], tls_key_file=tls[1])
     node = config.node(node_id)
     setup_logging(node_id)
     Path(node.data_dir).mkdir(parents=True, exist_ok=True)
