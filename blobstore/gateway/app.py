@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -76,12 +77,26 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+READY_MAP_AGE_S = 10.0
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to take S3 traffic: a cluster map came from meta within READY_MAP_AGE_S.
+
+    Load balancers probe this, so a gateway cut off from meta stops getting requests."""
+    state = request.app.get(STATE)
+    if state is None or state.cluster_map is None or \
+            time.monotonic() - state.map_fetched_at > READY_MAP_AGE_S:
+        return web.json_response({"ready": False}, status=503)
+    return web.json_response({"ready": True})
+
+
 def create_app(config: ClusterConfig, node: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[s3_error_middleware], client_max_size=1024**2,
                           handler_args={"max_field_size": MAX_HEADER_BYTES,
                                         "max_line_size": MAX_HEADER_BYTES})
     app.router.add_get("/_blobstore/healthz", healthz)
-    app.router.add_get("/_blobstore/readyz", healthz)
+    app.router.add_get("/_blobstore/readyz", readyz)
     status_page.install(app, STATE)  # metrics, request ids, /_blobstore/status
     app.router.add_route("*", "/{tail:.*}", routing.dispatch)
     app.cleanup_ctx.append(_lifecycle(config, node))

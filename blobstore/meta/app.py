@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -62,6 +63,7 @@ from blobstore.meta.service import MetaService, ReplicaOptions
 from blobstore.meta.state_machine import StateMachine
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.server import internal_app, json_response
+from blobstore.runtime import metrics
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a put_object of a large object lists many segments
@@ -130,6 +132,8 @@ async def not_leader_middleware(request: web.Request, handler):  # type: ignore[
 def create_app(config: ClusterConfig, node: NodeConfig,
                options: ReplicaOptions | None = None) -> web.Application:
     app = internal_app(config.secret, client_max_size=MAX_BODY_BYTES)
+    app[metrics.ROLE] = "meta"
+    metrics.add_scrape_hook(functools.partial(_export_metrics, app), app=app)
     app.middlewares.append(not_leader_middleware)
     app[RUNTIME] = _Runtime(config, node, options)
     app.cleanup_ctx.append(_service_context)
@@ -152,7 +156,15 @@ def create_app(config: ClusterConfig, node: NodeConfig,
     add_multipart_routes(app)
     heal_routes.add_heal_routes(app)
     app.router.add_get("/_blobstore/healthz", handle_healthz)
+    app.router.add_get("/_blobstore/readyz", handle_healthz)
     return app
+
+
+async def _export_metrics(app: web.Application) -> None:
+    """Raft term, commit and apply indexes, backlogs: read at scrape time."""
+    service = app[RUNTIME].service
+    if service is not None and service.driver is not None:
+        metrics.set_meta_status(await service.status())
 
 
 async def _service_context(app: web.Application) -> AsyncIterator[None]:

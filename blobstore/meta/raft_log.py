@@ -43,6 +43,7 @@ Rules:
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +54,7 @@ import msgspec
 from blobstore.raft.errors import Compacted, Unavailable
 from blobstore.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from blobstore.raft.storage import limit_size
+from blobstore.runtime import metrics
 
 MAP_SIZE_BYTES = 64 * 1024**3  # address space; the file grows with the data
 MAX_DBS = 4
@@ -98,7 +100,9 @@ class LmdbRaftStorage:
         return cls(env)
 
     def close(self) -> None:
+        started = time.perf_counter()
         self.env.sync(True)
+        metrics.observe_fsync(time.perf_counter() - started, "raft_log")
         self.env.close()
 
     # ---- reads: the Storage Protocol ---------------------------------------------------
@@ -220,7 +224,9 @@ class LmdbRaftStorage:
 
     def sync(self) -> None:
         """fsync everything committed so far (the group commit of rule 2)."""
+        started = time.perf_counter()
         self.env.sync(True)
+        metrics.observe_fsync(time.perf_counter() - started, "raft_log")
 
     # ---- inside a write transaction: each returns the cache as it will be -------------
 

@@ -24,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Iterable
+
+from blobstore.runtime import metrics
 
 TEMP_MARKER = ".tmp."
 Buffer = bytes | bytearray | memoryview
@@ -50,7 +53,7 @@ def write_atomic(path: StrPath, chunks: Iterable[Buffer], *, mode: int = 0o644) 
         try:
             for chunk in chunks:
                 _write_all(fd, chunk)
-            os.fsync(fd)
+            _timed_fsync(fd, "file")
         finally:
             os.close(fd)
         os.replace(temp, path)
@@ -72,7 +75,7 @@ def fsync_dir(path: StrPath) -> None:
     """fsync a directory, making the creation, rename or removal of its entries durable."""
     fd = os.open(os.fspath(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        _timed_fsync(fd, "dir")
     finally:
         os.close(fd)
 
@@ -100,3 +103,9 @@ def disk_usage(path: StrPath) -> tuple[int, int]:
     stat = os.statvfs(os.fspath(path))
     used_bytes = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
     return used_bytes + stat.f_bavail * stat.f_frsize, used_bytes
+
+
+def _timed_fsync(fd: int, kind: str) -> None:
+    started = time.perf_counter()
+    os.fsync(fd)
+    metrics.observe_fsync(time.perf_counter() - started, kind)

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from blobstore.core.errors import BlobstoreError
+from blobstore.runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class PeriodicWorker:
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
+        metrics.count_worker_event(self.name, name, amount)
 
     def status(self) -> WorkerSnapshot:
         return WorkerSnapshot(name=self.name, running=self._running,

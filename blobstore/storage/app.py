@@ -50,6 +50,7 @@ from blobstore.rpc import wire
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.meta_client import MetaClient
 from blobstore.rpc.server import internal_app, json_response
+from blobstore.runtime import metrics
 from blobstore.runtime.workers import PeriodicWorker
 from blobstore.storage.healing import healing_context, worker_status
 from blobstore.storage.heartbeat import Heartbeat
@@ -119,6 +120,7 @@ def create_app(config: ClusterConfig, node: NodeConfig, *,
                settings: StorageSettings | None = None) -> web.Application:
     settings = settings or StorageSettings()
     app = internal_app(config.secret, client_max_size=settings.client_max_size_bytes)
+    app[metrics.ROLE] = "storage"
     state = StorageState(node, settings)
     app[STATE_KEY] = state
     app.cleanup_ctx.append(functools.partial(_store_context, state))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from blobstore.core.errors import BlobstoreError
 from blobstore.rpc.client import RpcClient
 from blobstore.rpc.wire import StorageStatus
+from blobstore.runtime import metrics
 
 log = logging.getLogger(__name__)
 HEARTBEAT_PATH = "/v1/heartbeat"
@@ -86,6 +87,10 @@ class Heartbeat:
         already knows which nodes are up (else every node looks silent to it at first).
         """
         status = await self._collect()
+        metrics.set_storage_usage(status.capacity_bytes, status.used_bytes, status.shard_count)
+        metrics.set_scrub_progress(status.scrub_shards_checked, status.scrub_shards_total,
+                                   status.scrub_passes_completed, status.scrub_corrupt_found,
+                                   status.scrub_last_pass_completed_s)
 
         async def send(address: str) -> str | None:
             try:
