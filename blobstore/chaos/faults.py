@@ -11,6 +11,8 @@ Faults:
   find it and repair must rebuild it).
 - ``delete_shard``: remove a random shard file.
 - ``partition``: cut one namespaced node off from everyone, heal after a few seconds.
+- ``disk_full``: fill a storage node's own filesystem (a small one the test made) to the
+  last MiB; it must refuse writes while the gateway places around it, and lose nothing.
 - ``overload``: a burst of ten times the workload's concurrency for a few seconds; the
   excess must get 503 SlowDown within a second (``burst`` does it and says how it went).
 Every injected fault is recorded by kind for the report.
@@ -18,6 +20,7 @@ Every injected fault is recorded by kind for the report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -30,6 +33,8 @@ from typing import Protocol
 
 from blobstore.config import ClusterConfig
 from blobstore.core.records import NodeRole
+
+FILLER_NAME = "chaos-disk-filler"
 
 
 class Control(Protocol):
@@ -195,6 +200,30 @@ class Injector:
         self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "heal", node_id))
         return node_id
 
+    def _disk_full(self) -> str | None:
+        busy = {node for _, _, node in self._pending}
+        candidates = [n for n in self.control.config.by_role(NodeRole.STORAGE)
+                      if os.path.ismount(n.data_dir) and n.id not in busy]
+        if not candidates:
+            return None
+        node = self.rng.choice(sorted(candidates, key=lambda n: n.id))
+        stats = os.statvfs(node.data_dir)
+        free = stats.f_bavail * stats.f_frsize - 1024 * 1024
+        if free <= 0:
+            return None
+        filler = os.path.join(node.data_dir, FILLER_NAME)
+        try:
+            with open(filler, "wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, free)
+        except OSError:
+            pass  # as full as it gets
+        self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "unfill", node.id))
+        return f"{node.id} ({free // (1024 * 1024)} MiB filled)"
+
+    def _undo_unfill(self, node_id: str) -> None:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(self.control.config.node(node_id).data_dir, FILLER_NAME))
+
     def _overload(self) -> str | None:
         return self.burst() if self.burst is not None else None
 
@@ -203,7 +232,8 @@ class Injector:
         due = [p for p in self._pending if p[0] <= now]
         self._pending = [p for p in self._pending if p[0] > now]
         for _, action, node_id in due:
-            getattr(self.control, action)(node_id)
+            undo = getattr(self, f"_undo_{action}", None)
+            (undo or getattr(self.control, action))(node_id)
 
     def heal_all(self) -> None:
         self.heal_due(float("inf"))

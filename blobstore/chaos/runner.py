@@ -29,7 +29,8 @@ from blobstore.chaos.faults import Control, Injector
 from blobstore.chaos.history import ABSENT, History
 from blobstore.chaos.workload import BurstResult, Target, Workload, burst, make_client
 
-DEFAULT_FAULTS = ["kill", "kill", "corrupt", "delete_shard", "partition", "overload"]
+DEFAULT_FAULTS = ["kill", "kill", "corrupt", "delete_shard", "partition", "overload",
+                  "disk_full"]
 BURST_SECONDS = 3.0
 FINAL_READ_ATTEMPTS = 20
 

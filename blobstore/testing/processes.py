@@ -117,7 +117,8 @@ class Cluster:
                  segment_size_bytes: int = 4 * 1024 * 1024,
                  health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
                  netns_roles: tuple[str, ...] = (), tls: bool = False,
-                 s3_domain: str = "", settings: dict[str, object] | None = None) -> None:
+                 s3_domain: str = "", settings: dict[str, object] | None = None,
+                 storage_disk_bytes: int = 0) -> None:
         data_shards, parity_shards = parse_ec(ec)
         self.options = InitOptions(meta=meta, storage=storage, gateway=gateway,
                                    data_shards=data_shards, parity_shards=parity_shards,
@@ -136,6 +137,10 @@ class Cluster:
         self.tls = tls  # gateways serve HTTPS with a self-signed certificate made here
         self.s3_domain = s3_domain  # virtual-host-style addressing under this domain
         self.settings = settings or {}  # other [cluster] fields of cluster.toml to set
+        # Each storage node on its own small filesystem (tmpfs, needs root), so that a
+        # test can fill one up: SPEC §5's "disk full on a node".
+        self.storage_disk_bytes = storage_disk_bytes
+        self._mounts: list[str] = []
         self.lab: NetnsLab | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -168,7 +173,19 @@ class Cluster:
             config = dataclasses.replace(config, tls_cert_file=str(cert), tls_key_file=str(key))
         self._config = config
         write_cluster(self.directory, self._config, force=True)
+        if self.storage_disk_bytes:
+            self._mount_storage_disks(config)
         return self._config
+
+    def _mount_storage_disks(self, config: ClusterConfig) -> None:
+        for node in config.by_role(NodeRole.STORAGE):
+            path = Path(node.data_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            if str(path) in self._mounts:
+                continue
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.storage_disk_bytes}",
+                            "tmpfs", str(path)], check=True, capture_output=True, timeout=30)
+            self._mounts.append(str(path))
 
     def _move_into_namespaces(self, config: ClusterConfig) -> ClusterConfig:
         if self.lab is None:
@@ -218,6 +235,9 @@ class Cluster:
         if self.lab is not None:
             self.lab.close()
             self.lab = None
+        for mount in reversed(self._mounts):
+            subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30)
+        self._mounts.clear()
         atexit.unregister(self.close)
 
     def _kill_all(self) -> None:
