@@ -13,6 +13,8 @@ Faults:
 - ``partition``: cut one namespaced node off from everyone, heal after a few seconds.
 - ``disk_full``: fill a storage node's own filesystem (a small one the test made) to the
   last MiB; it must refuse writes while the gateway places around it, and lose nothing.
+- ``clock_jump``: a node's wall clock jumps (minutes back or forward, an hour ahead) and
+  returns; signatures it makes or checks may be refused meanwhile, nothing may be lost.
 - ``overload``: a burst of ten times the workload's concurrency for a few seconds; the
   excess must get 503 SlowDown within a second (``burst`` does it and says how it went).
 Every injected fault is recorded by kind for the report.
@@ -44,6 +46,8 @@ class Control(Protocol):
     def kill(self, node_id: str) -> None: ...
     def start(self, node_id: str) -> None: ...
     def can_partition(self, node_id: str) -> bool: ...
+    def can_jump_clock(self, node_id: str) -> bool: ...
+    def jump_clock(self, node_id: str, seconds: float) -> None: ...
     def partition(self, node_id: str) -> None: ...
     def heal(self, node_id: str) -> None: ...
 
@@ -64,6 +68,12 @@ class HarnessControl:
     def start(self, node_id: str) -> None:
         if not self.cluster.is_running(node_id):
             self.cluster.start(node_id, wait=False)
+
+    def can_jump_clock(self, node_id: str) -> bool:
+        return bool(self.cluster.has_fake_clock(node_id))
+
+    def jump_clock(self, node_id: str, seconds: float) -> None:
+        self.cluster.set_clock_offset(node_id, seconds)
 
     def can_partition(self, node_id: str) -> bool:
         lab = self.cluster.lab
@@ -115,6 +125,12 @@ class SupervisedControl:
 
     def can_partition(self, node_id: str) -> bool:
         return False
+
+    def can_jump_clock(self, node_id: str) -> bool:
+        return False
+
+    def jump_clock(self, node_id: str, seconds: float) -> None:
+        raise NotImplementedError
 
     def partition(self, node_id: str) -> None:
         raise NotImplementedError
@@ -219,6 +235,21 @@ class Injector:
             pass  # as full as it gets
         self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "unfill", node.id))
         return f"{node.id} ({free // (1024 * 1024)} MiB filled)"
+
+    def _clock_jump(self) -> str | None:
+        busy = {node for _, _, node in self._pending}
+        candidates = [n.id for n in self.control.config.nodes
+                      if self.control.can_jump_clock(n.id) and n.id not in busy]
+        if not candidates:
+            return None
+        node_id = self.rng.choice(sorted(candidates))
+        seconds = self.rng.choice([-600, -90, 45, 400, 3600])
+        self.control.jump_clock(node_id, seconds)
+        self._pending.append((time.monotonic() + self.rng.uniform(3, 10), "clock_back", node_id))
+        return f"{node_id} {seconds:+d}s"
+
+    def _undo_clock_back(self, node_id: str) -> None:
+        self.control.jump_clock(node_id, 0)
 
     def _undo_unfill(self, node_id: str) -> None:
         with contextlib.suppress(OSError):

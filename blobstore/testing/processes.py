@@ -97,6 +97,14 @@ def _with_base_port(options: InitOptions, base_port: int) -> InitOptions:
     return dataclasses.replace(options, base_port=base_port)
 
 
+def faketime_library() -> str | None:
+    """libfaketime's path (Debian's faketime package), or None where it is missing."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    return found[0] if found else None
+
+
 def make_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost (openssl), as a test CA bundle too."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -118,7 +126,7 @@ class Cluster:
                  health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
                  netns_roles: tuple[str, ...] = (), tls: bool = False,
                  s3_domain: str = "", settings: dict[str, object] | None = None,
-                 storage_disk_bytes: int = 0) -> None:
+                 storage_disk_bytes: int = 0, fake_clock_roles: tuple[str, ...] = ()) -> None:
         data_shards, parity_shards = parse_ec(ec)
         self.options = InitOptions(meta=meta, storage=storage, gateway=gateway,
                                    data_shards=data_shards, parity_shards=parity_shards,
@@ -141,6 +149,9 @@ class Cluster:
         # test can fill one up: SPEC §5's "disk full on a node".
         self.storage_disk_bytes = storage_disk_bytes
         self._mounts: list[str] = []
+        # Nodes of these roles read their wall clock through libfaketime, whose offset
+        # ``set_clock_offset`` changes while they run (monotonic time is left alone).
+        self.fake_clock_roles = fake_clock_roles if faketime_library() else ()
         self.lab: NetnsLab | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -199,6 +210,25 @@ class Cluster:
                 node = dataclasses.replace(node, address=f"{address}:{node.port}")
             nodes.append(node)
         return dataclasses.replace(config, nodes=tuple(nodes))
+
+    def _clock_file(self, node_id: str) -> Path:
+        return self.root / "clocks" / node_id
+
+    def _faketime_env(self, node_id: str) -> list[str]:
+        clock = self._clock_file(node_id)
+        clock.parent.mkdir(parents=True, exist_ok=True)
+        if not clock.exists():
+            clock.write_text("+0\n")
+        return ["env", f"LD_PRELOAD={faketime_library()}", f"FAKETIME_TIMESTAMP_FILE={clock}",
+                "FAKETIME_CACHE_DURATION=1", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
+
+    def has_fake_clock(self, node_id: str) -> bool:
+        return self.config.node(node_id).role in self.fake_clock_roles
+
+    def set_clock_offset(self, node_id: str, seconds: float) -> None:
+        """Jump a fake-clock node's wall clock to real time + ``seconds`` (within ~1 s)."""
+        assert self.has_fake_clock(node_id), f"{node_id} has no fake clock"
+        self._clock_file(node_id).write_text(f"{seconds:+.0f}\n")
 
     def partition(self, node_id: str) -> None:
         """Cut a namespaced node off from every other process (both directions)."""
@@ -264,6 +294,8 @@ class Cluster:
             raise RuntimeError(f"{node_id} is already running (pid {current.pid})")
         self.config.node(node_id)  # ConfigError for an unknown id
         prefix = self.lab.exec_prefix(node_id) if self.lab and node_id in self.lab.hosts else []
+        if self.config.node(node_id).role in self.fake_clock_roles:
+            prefix = [*prefix, *self._faketime_env(node_id)]
         process = spawn_node(self.directory.config_path, node_id, self.log_path(node_id), prefix)
         self._processes[node_id] = process
         self._every_process.append(process)

@@ -24,7 +24,8 @@ def test_chaos_schedule_loses_nothing(tmp_path, request):
     with Cluster(tmp_path, meta=3, storage=8, gateway=1, segment_size_bytes=1024 * 1024,
                  down_after_s=20, netns_roles=("meta",) if usable else (),
                  settings={"gateway_max_requests": 16},
-                 storage_disk_bytes=512 * 1024 * 1024 if os.geteuid() == 0 else 0) as cluster:
+                 storage_disk_bytes=512 * 1024 * 1024 if os.geteuid() == 0 else 0,
+                 fake_clock_roles=("storage", "gateway")) as cluster:
         target = Target(cluster.endpoint, cluster.credentials.access_key,
                         cluster.credentials.secret_key, bucket="chaos")
         report = run_chaos(HarnessControl(cluster), target, seed=seed, duration_s=duration,
