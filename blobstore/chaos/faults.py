@@ -11,6 +11,8 @@ Faults:
   find it and repair must rebuild it).
 - ``delete_shard``: remove a random shard file.
 - ``partition``: cut one namespaced node off from everyone, heal after a few seconds.
+- ``slow_link``: a namespaced node's link gets slow (tc tbf), and lossy and delayed where the
+  kernel has netem, for a while.
 - ``disk_full``: fill a storage node's own filesystem (a small one the test made) to the
   last MiB; it must refuse writes while the gateway places around it, and lose nothing.
 - ``clock_jump``: a node's wall clock jumps (minutes back or forward, an hour ahead) and
@@ -49,6 +51,9 @@ class Control(Protocol):
     def can_jump_clock(self, node_id: str) -> bool: ...
     def jump_clock(self, node_id: str, seconds: float) -> None: ...
     def partition(self, node_id: str) -> None: ...
+    def degrade_link(self, node_id: str, delay_ms: int, loss_percent: float,
+                     rate_kbit: int) -> str: ...
+    def restore_link(self, node_id: str) -> None: ...
     def heal(self, node_id: str) -> None: ...
 
 
@@ -81,6 +86,13 @@ class HarnessControl:
 
     def partition(self, node_id: str) -> None:
         self.cluster.partition(node_id)
+
+    def degrade_link(self, node_id: str, delay_ms: int, loss_percent: float,
+                     rate_kbit: int) -> str:
+        return str(self.cluster.degrade_link(node_id, delay_ms, loss_percent, rate_kbit))
+
+    def restore_link(self, node_id: str) -> None:
+        self.cluster.restore_link(node_id)
 
     def heal(self, node_id: str) -> None:
         self.cluster.heal(node_id)
@@ -133,6 +145,13 @@ class SupervisedControl:
         raise NotImplementedError
 
     def partition(self, node_id: str) -> None:
+        raise NotImplementedError
+
+    def degrade_link(self, node_id: str, delay_ms: int, loss_percent: float,
+                     rate_kbit: int) -> str:
+        raise NotImplementedError
+
+    def restore_link(self, node_id: str) -> None:
         raise NotImplementedError
 
     def heal(self, node_id: str) -> None:
@@ -257,6 +276,20 @@ class Injector:
 
     def _overload(self) -> str | None:
         return self.burst() if self.burst is not None else None
+
+    def _slow_link(self) -> str | None:
+        busy = {node for _, _, node in self._pending}
+        candidates = [n.id for n in self.control.config.nodes
+                      if self.control.can_partition(n.id) and n.id not in busy]
+        if not candidates:
+            return None
+        node_id = self.rng.choice(sorted(candidates))
+        delay_ms, loss, rate = self.rng.choice([(200, 0.0, 4096), (50, 20.0, 1024),
+                                                (400, 5.0, 256), (0, 40.0, 8192)])
+        applied = self.control.degrade_link(node_id, delay_ms, loss, rate)
+        self._pending.append((time.monotonic() + self.rng.uniform(4, 10), "restore_link",
+                              node_id))
+        return f"{node_id}: {applied}"
 
     def heal_due(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

@@ -30,7 +30,7 @@ from blobstore.chaos.history import ABSENT, History
 from blobstore.chaos.workload import BurstResult, Target, Workload, burst, make_client
 
 DEFAULT_FAULTS = ["kill", "kill", "corrupt", "delete_shard", "partition", "overload",
-                  "disk_full", "clock_jump"]
+                  "disk_full", "clock_jump", "slow_link"]
 BURST_SECONDS = 3.0
 FINAL_READ_ATTEMPTS = 20
 

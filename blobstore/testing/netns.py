@@ -90,6 +90,35 @@ class NetnsLab:
     def heal(self, name: str) -> None:
         _ip("link", "set", self.hosts[name][1], "up")
 
+    def degrade(self, name: str, delay_ms: int = 0, loss_percent: float = 0.0,
+                rate_kbit: int = 1024) -> str:
+        """A slow (and, where the kernel has netem, lossy and delayed) link for one host,
+        both ways. Returns what was applied: netem where available, else a tbf rate limit
+        (kernels without sch_netem, like this workplace's, still have tbf)."""
+        netns, outside, _ = self.hosts[name]
+        inside = outside.replace("bv", "bi", 1)
+        rules = [(["netem", "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%",
+                   "rate", f"{rate_kbit}kbit"], f"netem {delay_ms} ms, {loss_percent:g}% loss"),
+                 (["tbf", "rate", f"{rate_kbit}kbit", "burst", "32kbit", "latency",
+                   f"{max(delay_ms, 50)}ms"], f"tbf {rate_kbit} kbit/s")]
+        for rule, description in rules:
+            first = subprocess.run(["tc", "qdisc", "replace", "dev", outside, "root", *rule],
+                                   capture_output=True, timeout=20)
+            if first.returncode == 0:
+                subprocess.run(["ip", "netns", "exec", netns, "tc", "qdisc", "replace", "dev",
+                                inside, "root", *rule], check=True, capture_output=True,
+                               timeout=20)
+                return description
+        raise RuntimeError(f"tc can shape no link here: {first.stderr.decode().strip()}")
+
+    def restore(self, name: str) -> None:
+        netns, outside, _ = self.hosts[name]
+        inside = outside.replace("bv", "bi", 1)
+        subprocess.run(["tc", "qdisc", "del", "dev", outside, "root"], capture_output=True,
+                       timeout=20)
+        subprocess.run(["ip", "netns", "exec", netns, "tc", "qdisc", "del", "dev", inside,
+                        "root"], capture_output=True, timeout=20)
+
     def close(self) -> None:
         for netns, outside, _ in self.hosts.values():
             _ip("link", "del", outside, check=False)

@@ -235,6 +235,16 @@ class Cluster:
         assert self.lab is not None, "partition needs netns_roles"
         self.lab.cut(node_id)
 
+    def degrade_link(self, node_id: str, delay_ms: int, loss_percent: float,
+                     rate_kbit: int = 1024) -> str:
+        """Make a namespaced node's link slow (and lossy where netem exists), both ways."""
+        assert self.lab is not None, "degrade_link needs netns_roles"
+        return self.lab.degrade(node_id, delay_ms, loss_percent, rate_kbit)
+
+    def restore_link(self, node_id: str) -> None:
+        assert self.lab is not None, "restore_link needs netns_roles"
+        self.lab.restore(node_id)
+
     def heal(self, node_id: str) -> None:
         assert self.lab is not None, "heal needs netns_roles"
         self.lab.heal(node_id)

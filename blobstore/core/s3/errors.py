@@ -235,6 +235,9 @@ _FROM_DOMAIN: dict[type[domain.BlobstoreError], tuple[type[S3Error], bool]] = {
     domain.Invalid: (InvalidArgument, True),
     domain.UnknownAccessKey: (InvalidAccessKeyId, False),
     domain.Unavailable: (ServiceUnavailable, False),
+    # A conflict that reaches a client is a race with background work (a segment being
+    # garbage-collected while an upload references it): retryable, so 503, not 500.
+    domain.Conflict: (ServiceUnavailable, False),
     domain.InsufficientStorage: (ServiceUnavailable, False),
     domain.Corrupt: (InternalError, False),
 }

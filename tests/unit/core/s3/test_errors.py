@@ -83,7 +83,7 @@ def test_message_resource_and_extra() -> None:
         (domain.NotFound(), errors.InternalError, None),
         (domain.NoSuchShard(), errors.InternalError, None),
         (domain.Unauthorized(), errors.InternalError, None),
-        (domain.Conflict(), errors.InternalError, None),
+        (domain.Conflict(), errors.ServiceUnavailable, None),
         (domain.BlobstoreError("boom"), errors.InternalError, None),
         (domain.error_from_code("SomethingNew", "x"), errors.InternalError, None),
     ],
