@@ -105,6 +105,9 @@ def run_chaos(control: Control, target: Target, *, seed: int, duration_s: float,
     fsck_problem = _fsck(config_path, log)
     if fsck_problem:
         details.append(fsck_problem)
+    disagreement = _meta_replicas_agree(config_path)
+    if disagreement:
+        details.append(disagreement)
     for outcome in bursts:
         if outcome.slowest_slowdown_s > 1.0 or outcome.timeouts:
             details.append(f"OVERLOAD not shed fast: slowest SlowDown "
@@ -195,6 +198,30 @@ def _read_final(client, workload: Workload, target: Target,  # type: ignore[no-u
             continue
         return workload.generations_of(key, body) or f"unrecognisable {len(body)} B"
     return "unreadable"
+
+
+def _meta_replicas_agree(config_path: Path | None, timeout_s: float = 60.0) -> str | None:
+    """Every meta replica is up, in one term, and has applied the leader's commit index."""
+    if config_path is None:
+        return None
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            result = _cli(config_path, "status", "--json", timeout_s=60)
+            replicas = json.loads(result.stdout).get("meta_replicas") or []
+        except (subprocess.TimeoutExpired, ValueError):
+            replicas = []
+        commits = {r.get("commit_index") for r in replicas}
+        applied = {r.get("last_applied") for r in replicas}
+        terms = {r.get("term") for r in replicas}
+        if replicas and len(commits) == len(applied) == len(terms) == 1 and None not in applied \
+                and applied == commits:
+            return None
+        last = json.dumps([{k: r.get(k) for k in ("id", "role", "term", "commit_index",
+                                                  "last_applied")} for r in replicas])
+        time.sleep(1)
+    return f"META replicas disagree: {last}"
 
 
 def _fsck(config_path: Path | None, log) -> str | None:  # type: ignore[no-untyped-def]
