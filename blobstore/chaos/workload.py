@@ -30,6 +30,7 @@ from blobstore.chaos.history import ABSENT, History
 MIB = 1024 * 1024
 _TAG_RE = re.compile(rb"gen=(\d+) ")
 SIZES = (0, 1, 1000, 70_000, 300_000, 2 * MIB + 5)
+MULTIPART_FIRST_PART = 5 * MIB  # S3's minimum for every part but the last
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,10 @@ class Workload:
                 self.put(client, key, rng.choice(self.sizes))
             elif roll < 0.80:
                 self.get(client, key)
-            elif roll < 0.88:
+            elif roll < 0.87:
                 self.delete(client, key)
+            elif roll < 0.89:
+                self.put_multipart(client, key)
             else:
                 self.list(client)
 
@@ -114,6 +117,35 @@ class Workload:
             return
         self.history.end_write(write, "ok", time.monotonic())
         self.history.count("put")
+
+    def put_multipart(self, client, key: str) -> None:  # type: ignore[no-untyped-def]
+        """A two-part multipart upload (5 MiB + a small last part) as one write."""
+        generation = self.next_generation()
+        size = MULTIPART_FIRST_PART + 1000
+        body = object_bytes(self.seed, key, generation, size)
+        write = self.history.begin_write(key, generation, size, time.monotonic())
+        upload_id = None
+        try:
+            upload_id = client.create_multipart_upload(Bucket=self.target.bucket,
+                                                       Key=key)["UploadId"]
+            etags = []
+            for number, (start, end) in enumerate(((0, MULTIPART_FIRST_PART),
+                                                   (MULTIPART_FIRST_PART, size)), start=1):
+                etags.append(client.upload_part(Bucket=self.target.bucket, Key=key,
+                                                UploadId=upload_id, PartNumber=number,
+                                                Body=body[start:end])["ETag"])
+            client.complete_multipart_upload(
+                Bucket=self.target.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
+                                           for n, e in enumerate(etags, start=1)]})
+        except (ClientError, BotoCoreError) as error:
+            outcome, kind = _outcome(error)
+            # Only the completion can make the object appear; before it, nothing changed.
+            self.history.end_write(write, outcome if upload_id else "failed", time.monotonic())
+            self.history.count("multipart", kind)
+            return
+        self.history.end_write(write, "ok", time.monotonic())
+        self.history.count("multipart")
 
     def delete(self, client, key: str) -> None:  # type: ignore[no-untyped-def]
         write = self.history.begin_write(key, ABSENT, 0, time.monotonic())

@@ -246,3 +246,18 @@ def test_data_commands_round_trip(tmp_path: Path) -> None:
         assert b"dir/" not in run("ls", "s3://bucket/").stdout
         run("rb", "--force", "s3://bucket")
         assert b"bucket" not in run("ls").stdout
+
+
+def test_chaos_command_against_a_supervised_cluster(cluster_dir_path: Path) -> None:
+    """`blobstore chaos` kills processes by the recorded pids (the supervisor restarts them),
+    corrupts shards, and reports; it exits 0 only when nothing was lost or read wrong."""
+    _init(cluster_dir_path)
+    result = blobstore("up", "--dir", str(cluster_dir_path), "--detach", timeout_s=120)
+    assert result.returncode == 0, _text(result)
+    result = blobstore("chaos", "--dir", str(cluster_dir_path), "--duration", "15",
+                       "--every", "3", "--faults", "kill,corrupt,delete_shard", "--seed", "3",
+                       "--json", timeout_s=400)
+    assert result.returncode == 0, _text(result)
+    report = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert report["lost"] == 0 and report["wrong_reads"] == 0
+    assert sum(report["faults"].values()) > 0 and sum(report["ops"].values()) > 0
