@@ -176,14 +176,24 @@ class Injector:
             self._record(kind)
         return f"{kind}: {done or 'skipped'}"
 
-    def _kill(self) -> str | None:
+    def _pick(self, eligible: Callable[[str], bool]) -> str | None:
+        """A seeded choice among nodes that are eligible and have no fault pending."""
         busy = {node for _, _, node in self._pending}
-        candidates = [n for n in self.control.running() if n not in busy]
-        if not candidates:
+        candidates = sorted(n.id for n in self.control.config.nodes
+                            if n.id not in busy and eligible(n.id))
+        return self.rng.choice(candidates) if candidates else None
+
+    def _later(self, low_s: float, high_s: float, action: str, node_id: str) -> None:
+        self._pending.append((time.monotonic() + self.rng.uniform(low_s, high_s), action,
+                              node_id))
+
+    def _kill(self) -> str | None:
+        running = set(self.control.running())
+        node_id = self._pick(lambda node: node in running)
+        if node_id is None:
             return None
-        node_id = self.rng.choice(sorted(candidates))
         self.control.kill(node_id)
-        self._pending.append((time.monotonic() + self.rng.uniform(1, 5), "start", node_id))
+        self._later(1, 5, "start", node_id)
         return node_id
 
     def _shard_files(self) -> list[Path]:
@@ -225,23 +235,20 @@ class Injector:
         return path.name
 
     def _partition(self) -> str | None:
-        busy = {node for _, _, node in self._pending}
-        candidates = [n.id for n in self.control.config.nodes
-                      if self.control.can_partition(n.id) and n.id not in busy]
-        if not candidates:
+        node_id = self._pick(self.control.can_partition)
+        if node_id is None:
             return None
-        node_id = self.rng.choice(sorted(candidates))
         self.control.partition(node_id)
-        self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "heal", node_id))
+        self._later(3, 8, "heal", node_id)
         return node_id
 
     def _disk_full(self) -> str | None:
-        busy = {node for _, _, node in self._pending}
-        candidates = [n for n in self.control.config.by_role(NodeRole.STORAGE)
-                      if os.path.ismount(n.data_dir) and n.id not in busy]
-        if not candidates:
+        config = self.control.config
+        node_id = self._pick(lambda n: config.node(n).role == NodeRole.STORAGE
+                             and os.path.ismount(config.node(n).data_dir))
+        if node_id is None:
             return None
-        node = self.rng.choice(sorted(candidates, key=lambda n: n.id))
+        node = config.node(node_id)
         stats = os.statvfs(node.data_dir)
         free = stats.f_bavail * stats.f_frsize - 1024 * 1024
         if free <= 0:
@@ -252,19 +259,16 @@ class Injector:
                 os.posix_fallocate(handle.fileno(), 0, free)
         except OSError:
             pass  # as full as it gets
-        self._pending.append((time.monotonic() + self.rng.uniform(3, 8), "unfill", node.id))
+        self._later(3, 8, "unfill", node.id)
         return f"{node.id} ({free // (1024 * 1024)} MiB filled)"
 
     def _clock_jump(self) -> str | None:
-        busy = {node for _, _, node in self._pending}
-        candidates = [n.id for n in self.control.config.nodes
-                      if self.control.can_jump_clock(n.id) and n.id not in busy]
-        if not candidates:
+        node_id = self._pick(self.control.can_jump_clock)
+        if node_id is None:
             return None
-        node_id = self.rng.choice(sorted(candidates))
         seconds = self.rng.choice([-600, -90, 45, 400, 3600])
         self.control.jump_clock(node_id, seconds)
-        self._pending.append((time.monotonic() + self.rng.uniform(3, 10), "clock_back", node_id))
+        self._later(3, 10, "clock_back", node_id)
         return f"{node_id} {seconds:+d}s"
 
     def _undo_clock_back(self, node_id: str) -> None:
@@ -278,17 +282,13 @@ class Injector:
         return self.burst() if self.burst is not None else None
 
     def _slow_link(self) -> str | None:
-        busy = {node for _, _, node in self._pending}
-        candidates = [n.id for n in self.control.config.nodes
-                      if self.control.can_partition(n.id) and n.id not in busy]
-        if not candidates:
+        node_id = self._pick(self.control.can_partition)
+        if node_id is None:
             return None
-        node_id = self.rng.choice(sorted(candidates))
         delay_ms, loss, rate = self.rng.choice([(200, 0.0, 4096), (50, 20.0, 1024),
                                                 (400, 5.0, 256), (0, 40.0, 8192)])
         applied = self.control.degrade_link(node_id, delay_ms, loss, rate)
-        self._pending.append((time.monotonic() + self.rng.uniform(4, 10), "restore_link",
-                              node_id))
+        self._later(4, 10, "restore_link", node_id)
         return f"{node_id}: {applied}"
 
     def heal_due(self, now: float | None = None) -> None:

@@ -42,38 +42,12 @@ def first_ack_after(writer: Writer, moment: float, timeout_s: float = 20.0) -> f
     raise AssertionError(f"no write acknowledged within {timeout_s}s of the kill")
 
 
-class TimedWriter(Writer):
-    """A Writer that also remembers when each acknowledged PUT started and ended."""
-
-    def __init__(self, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(s3, bucket)
-        self.ack_times: list[tuple[float, float]] = []
-
-    def run(self) -> None:
-        import hashlib
-        import os
-
-        number = 0
-        while not self.stop.is_set():
-            key = f"obj-{number:05d}"
-            body = os.urandom(1000 + number % 3000)
-            started = time.monotonic()
-            try:
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
-            except Exception as error:  # noqa: BLE001 - a failed PUT is allowed, not a lost one
-                self.failed.append((key, repr(error)))
-            else:
-                self.acked[key] = hashlib.sha256(body).hexdigest()
-                self.ack_times.append((started, time.monotonic()))
-            number += 1
-
-
 def test_ten_leader_kills_writes_resume_within_3s_and_nothing_is_lost(tmp_path):
     with Cluster(tmp_path, meta=3, storage=6, gateway=1) as cluster:
         metas = cluster.node_ids(NodeRole.META)
         s3 = s3_client(cluster)
         s3.create_bucket(Bucket="kills")
-        writer = TimedWriter(s3, "kills")
+        writer = Writer(s3, "kills")
         writer.start()
         resumes = []
         try:

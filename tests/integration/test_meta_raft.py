@@ -96,6 +96,7 @@ class Writer(threading.Thread):
         self.acked: dict[str, str] = {}
         self.failed: list[tuple[str, str]] = []
         self.latencies_s: list[float] = []
+        self.ack_times: list[tuple[float, float]] = []  # (started, acknowledged), monotonic
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -111,6 +112,7 @@ class Writer(threading.Thread):
             else:
                 self.acked[key] = hashlib.sha256(body).hexdigest()
                 self.latencies_s.append(time.monotonic() - started)
+                self.ack_times.append((started, time.monotonic()))
             number += 1
 
 
