@@ -15,11 +15,13 @@ from blobstore.testing import netns
 from blobstore.testing.processes import Cluster
 
 pytestmark = pytest.mark.integration
+SECONDS = float(os.environ.get("CHAOS_SECONDS", "180"))
+SEED = int(os.environ.get("CHAOS_SEED", "1"))
 
 
+@pytest.mark.timeout(SECONDS + 900)  # the schedule, then healing, repair and checking
 def test_chaos_schedule_loses_nothing(tmp_path, request):
-    seed = int(os.environ.get("CHAOS_SEED", "1"))
-    duration = float(os.environ.get("CHAOS_SECONDS", "180"))
+    seed, duration = SEED, SECONDS
     usable, _ = netns.available()
     with Cluster(tmp_path, meta=3, storage=8, gateway=1, segment_size_bytes=1024 * 1024,
                  down_after_s=20, netns_roles=("meta",) if usable else (),
