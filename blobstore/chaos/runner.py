@@ -224,16 +224,35 @@ def _meta_replicas_agree(config_path: Path | None, timeout_s: float = 60.0) -> s
     return f"META replicas disagree: {last}"
 
 
+FSCK_ROUNDS = 4
+
+
 def _fsck(config_path: Path | None, log) -> str | None:  # type: ignore[no-untyped-def]
+    """fsck --deep must come out clean. A degraded segment it finds right after a mass
+    restart (a repair still backing off) is queued by fsck itself, so it gets a few rounds
+    of repair --wait; a lost segment, or one still degraded after them, is a failure."""
     if config_path is None:
         return None
-    try:
-        result = _cli(config_path, "fsck", "--deep", "--json", timeout_s=600)
-    except subprocess.TimeoutExpired:
-        return "fsck --deep did not finish"
-    if result.returncode == 2:
-        log("fsck: not available on this cluster; skipped")
-        return None
-    if result.returncode != 0:
-        return f"fsck --deep not clean: {result.stdout.strip()[-500:]}"
-    return None
+    problem = None
+    for round_ in range(FSCK_ROUNDS):
+        try:
+            result = _cli(config_path, "fsck", "--deep", "--json", timeout_s=600)
+        except subprocess.TimeoutExpired:
+            return "fsck --deep did not finish"
+        if result.returncode == 2:
+            log("fsck: not available on this cluster; skipped")
+            return None
+        if result.returncode == 0:
+            return None
+        problem = f"fsck --deep not clean: {result.stdout.strip()[-500:]}"
+        try:
+            if json.loads(result.stdout).get("lost"):
+                return problem
+        except ValueError:
+            return problem
+        log(f"fsck round {round_ + 1}: degraded segments left; repairing again")
+        try:
+            _cli(config_path, "repair", "--wait", timeout_s=300)
+        except subprocess.TimeoutExpired:
+            pass
+    return problem
