@@ -224,7 +224,7 @@ def _meta_replicas_agree(config_path: Path | None, timeout_s: float = 60.0) -> s
     return f"META replicas disagree: {last}"
 
 
-FSCK_ROUNDS = 4
+FSCK_ROUNDS = 2
 
 
 def _fsck(config_path: Path | None, log) -> str | None:  # type: ignore[no-untyped-def]
