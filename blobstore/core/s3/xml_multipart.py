@@ -69,13 +69,6 @@ def render_complete(location: str, bucket: str, key: str, etag: str) -> bytes:
     return _to_bytes(root)
 
 
-def render_copy_part(etag: str, last_modified: dt.datetime) -> bytes:
-    root = _root("CopyPartResult")
-    _add(root, "LastModified", format_time(last_modified))
-    _add(root, "ETag", quote_etag(etag))
-    return _to_bytes(root)
-
-
 @dataclass(frozen=True, slots=True)
 class PartEntry:
     number: int

@@ -78,8 +78,10 @@ def render_delete_result(deleted: Sequence[tuple[str, str | None]],
     return _to_bytes(root)
 
 
-def render_copy_result(etag: str, last_modified: dt.datetime) -> bytes:
-    root = _root("CopyObjectResult")
+def render_copy_result(etag: str, last_modified: dt.datetime,
+                       root_name: str = "CopyObjectResult") -> bytes:
+    """CopyObjectResult, or CopyPartResult (same body) for UploadPartCopy."""
+    root = _root(root_name)
     _add(root, "LastModified", format_time(last_modified))
     _add(root, "ETag", quote_etag(etag))
     return _to_bytes(root)

@@ -19,7 +19,7 @@ from blobstore.core.errors import BlobstoreError
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3 import names
 from blobstore.core.s3.xml_objects import parse_delete_objects, render_delete_result
-from blobstore.gateway.handlers.objects import _state
+from blobstore.gateway.handlers.common import gateway_state as _state
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 PARALLEL_DELETES = 16

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 
 from aiohttp import web
 
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3 import xml as s3xml
+from blobstore.gateway.handlers.common import from_ns
+from blobstore.gateway.handlers.common import gateway_state as _state
 
 MAX_CREATE_BODY_BYTES = 64 * 1024
 
 
-def _state(request: web.Request):  # type: ignore[no-untyped-def]
-    from blobstore.gateway.app import STATE
-
-    return request.app[STATE]
-
-
-def _datetime(ns: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
 
 
 def _xml(body: bytes, status: int = 200) -> web.Response:
@@ -30,7 +23,7 @@ def _xml(body: bytes, status: int = 200) -> web.Response:
 async def list_buckets(request: web.Request) -> web.Response:
     buckets = await _state(request).meta.list_buckets()
     owner = s3xml.Owner(request["auth"].access_key, request["auth"].access_key)
-    entries = [s3xml.BucketEntry(b.name, _datetime(b.created_ns)) for b in buckets]
+    entries = [s3xml.BucketEntry(b.name, from_ns(b.created_ns)) for b in buckets]
     return _xml(s3xml.render_list_buckets(owner, entries))
 
 

@@ -19,7 +19,8 @@ from blobstore.core.records import ObjectVersion
 from blobstore.core.s3 import conditions, names
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3.xml_objects import render_copy_result
-from blobstore.gateway.handlers.objects import _attributes, _state, last_modified
+from blobstore.gateway.handlers.common import gateway_state as _state
+from blobstore.gateway.handlers.objects import _attributes, last_modified
 
 
 def parse_copy_source(value: str) -> tuple[str, str]:

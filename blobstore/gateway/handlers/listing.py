@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
 
 from aiohttp import web
 
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3 import xml as s3xml
 from blobstore.core.s3.xml_objects import VersionEntry, render_list_versions
+from blobstore.gateway.handlers.common import from_ns
+from blobstore.gateway.handlers.common import gateway_state as _state
 
 MAX_KEYS_LIMIT = 1000
 
 
-def _state(request: web.Request):  # type: ignore[no-untyped-def]
-    from blobstore.gateway.app import STATE
-
-    return request.app[STATE]
-
-
-def _datetime(ns: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
 
 
 def _max_keys(query) -> int:  # type: ignore[no-untyped-def]
@@ -71,7 +64,7 @@ async def list_objects(request: web.Request) -> web.Response:
         if not v2 or query.get("fetch-owner") == "true":
             access_key = request["auth"].access_key
             owner = s3xml.Owner(access_key, access_key)
-        entries = [s3xml.ObjectEntry(e.key, _datetime(e.created_ns), e.etag, e.size, owner)
+        entries = [s3xml.ObjectEntry(e.key, from_ns(e.created_ns), e.etag, e.size, owner)
                    for e in page.entries]
         prefixes, truncated, next_marker = page.common_prefixes, page.is_truncated, page.next_marker
     if v2:
@@ -110,7 +103,7 @@ async def list_versions(request: web.Request) -> web.Response:
                                              start_after=key_marker, max_keys=max_keys)
     access_key = request["auth"].access_key
     owner = s3xml.Owner(access_key, access_key)
-    versions = [VersionEntry(e.key, _datetime(e.created_ns), e.etag, e.size, owner)
+    versions = [VersionEntry(e.key, from_ns(e.created_ns), e.etag, e.size, owner)
                 for e in (page.entries if page else [])]
     truncated = bool(page and page.is_truncated)
     body = render_list_versions(

@@ -9,7 +9,6 @@ parts' segment refs into one object version in a single meta command, so an obje
 
 from __future__ import annotations
 
-import datetime
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -21,13 +20,11 @@ from blobstore.core.s3 import conditions, ranges
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.s3 import xml as s3xml
 from blobstore.core.s3 import xml_multipart as mpxml
+from blobstore.core.s3.xml_objects import render_copy_result
+from blobstore.gateway.handlers.common import from_ns
+from blobstore.gateway.handlers.common import gateway_state as _state
 from blobstore.gateway.handlers.copy import parse_copy_source
-from blobstore.gateway.handlers.objects import (
-    _attributes,
-    _body_and_digests,
-    _state,
-    last_modified,
-)
+from blobstore.gateway.handlers.objects import _attributes, _body_and_digests, last_modified
 from blobstore.gateway.read_path import read_range
 from blobstore.gateway.write_path import ExpectedDigests, write_body
 from blobstore.rpc import multipart_client as mp
@@ -35,9 +32,6 @@ from blobstore.rpc import multipart_client as mp
 MAX_PART_BYTES = 5 * 1024**3
 MAX_COMPLETE_BODY_BYTES = 4 * 1024 * 1024
 
-
-def _datetime(ns: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
 
 
 def _part_number(query: dict[str, str]) -> int:
@@ -110,7 +104,8 @@ async def _upload_part_copy(request: web.Request, number: int) -> web.Response:
     part = Part(number=number, etag=written.etag, size=written.size, created_ns=time.time_ns(),
                 segments=written.refs)
     await mp.put_part(state.meta, request["query"]["uploadId"], part, written.new_segments)
-    return web.Response(body=mpxml.render_copy_part(written.etag, _datetime(part.created_ns)),
+    return web.Response(body=render_copy_result(written.etag, from_ns(part.created_ns),
+                                                    root_name="CopyPartResult"),
                         content_type="application/xml")
 
 
@@ -151,7 +146,7 @@ async def list_parts(request: web.Request) -> web.Response:
     page = after[:max_parts]
     truncated = len(after) > max_parts
     owner = s3xml.Owner(request["auth"].access_key, request["auth"].access_key)
-    entries = [mpxml.PartEntry(p.number, _datetime(p.created_ns), p.etag, p.size) for p in page]
+    entries = [mpxml.PartEntry(p.number, from_ns(p.created_ns), p.etag, p.size) for p in page]
     body = mpxml.render_list_parts(
         bucket=upload.bucket, key=upload.key, upload_id=upload.upload_id, owner=owner,
         marker=marker, next_marker=page[-1].number if truncated and page else None,
@@ -171,6 +166,6 @@ async def list_uploads(request: web.Request) -> web.Response:
     body = mpxml.render_list_uploads(
         bucket=request["bucket"], prefix=prefix, key_marker=key_marker,
         upload_id_marker=upload_id_marker, max_uploads=max_uploads, truncated=truncated,
-        owner=owner, uploads=[mpxml.UploadEntry(u.key, u.upload_id, _datetime(u.created_ns))
+        owner=owner, uploads=[mpxml.UploadEntry(u.key, u.upload_id, from_ns(u.created_ns))
                               for u in uploads])
     return web.Response(body=body, content_type="application/xml")

@@ -14,6 +14,8 @@ from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import ObjectVersion
 from blobstore.core.s3 import chunked, conditions, ranges, sigv4
 from blobstore.core.s3 import errors as s3e
+from blobstore.gateway.handlers.common import from_ns
+from blobstore.gateway.handlers.common import gateway_state as _state
 from blobstore.gateway.read_path import read_range
 from blobstore.gateway.write_path import ExpectedDigests, ObjectAttributes, write_object
 
@@ -23,11 +25,6 @@ STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding",
                   "content-language", "expires")
 MAX_USER_METADATA_BYTES = 2048
 
-
-def _state(request: web.Request):  # type: ignore[no-untyped-def]
-    from blobstore.gateway.app import STATE
-
-    return request.app[STATE]
 
 
 async def _wire(request: web.Request) -> AsyncIterator[bytes]:
@@ -156,7 +153,7 @@ RESPONSE_OVERRIDES = {"response-content-type": "Content-Type",
 
 
 def last_modified(version: ObjectVersion) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(version.created_ns / 1e9, datetime.UTC)
+    return from_ns(version.created_ns)
 
 
 async def get_object(request: web.Request, head: bool) -> web.StreamResponse:
