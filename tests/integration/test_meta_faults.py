@@ -112,13 +112,6 @@ def test_a_partitioned_leader_steps_down_and_the_majority_goes_on(tmp_path):
                                     capture_output=True, text=True, timeout=60, cwd=root)
             answer = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
             assert answer and answer != "ok", (result.stdout, result.stderr[-2000:])
-            # It has stepped down by now (check-quorum): it says so itself.
-            status = subprocess.run(
-                lab.exec_prefix(leader) + [sys.executable, "-c",
-                                           "import urllib.request,json;"
-                                           "print('reachable')"], capture_output=True,
-                text=True, timeout=30)
-            assert "reachable" in status.stdout
         finally:
             cluster.heal(leader)
         wait_for_leader(cluster, metas, timeout_s=30)
