@@ -37,7 +37,7 @@ from pathlib import Path
 
 from blobstore.core.errors import Invalid
 from blobstore.core.ids import validate_node_id
-from blobstore.core.records import NodeRole
+from blobstore.core.records import MAX_INLINE_BYTES, NodeRole
 
 MIB = 1024 * 1024
 ROLES = {r.value for r in NodeRole}
@@ -80,6 +80,7 @@ class ClusterConfig:
     parity_shards: int = 2
     write_quorum: int = 0  # 0 means data_shards + 1
     segment_size_bytes: int = 4 * MIB
+    inline_max_bytes: int = 16 * 1024  # objects up to this size live in their meta record; 0: never
     down_after_s: float = 600.0
     scrub_interval_s: float = 7 * 86400.0
     scrub_rate_bytes_per_s: int = 64 * MIB  # per storage node; 0 = unthrottled
@@ -145,6 +146,7 @@ _CLUSTER_FIELDS = {
     "parity_shards": int,
     "write_quorum": int,
     "segment_size_bytes": int,
+    "inline_max_bytes": int,
     "down_after_s": (int, float),
     "scrub_interval_s": (int, float),
     "scrub_rate_bytes_per_s": int,
@@ -274,6 +276,8 @@ def _check_policy(config: ClusterConfig, text: str, path: str) -> None:
         raise _fail(path, line("write_quorum"), "write_quorum must be between k and k+m")
     if not 64 * 1024 <= config.segment_size_bytes <= 256 * MIB:
         raise _fail(path, line("segment_size_bytes"), "segment_size_bytes must be 64KiB..256MiB")
+    if not 0 <= config.inline_max_bytes <= MAX_INLINE_BYTES:
+        raise _fail(path, line("inline_max_bytes"), "inline_max_bytes must be 0..256KiB")
     if config.segment_size_bytes % config.data_shards:
         raise _fail(path, line("segment_size_bytes"), "segment_size_bytes must divide by data_shards")
     if bool(config.tls_cert_file) != bool(config.tls_key_file):

@@ -132,6 +132,9 @@ def locate(url: str, config_path: str | None, directory: str | None, as_json: bo
         return
     click.echo(f"s3://{result['bucket']}/{result['key']}  size {result['size']}  "
                f"etag {result['etag']}")
+    if result["inline"]:
+        click.echo("stored inline in its metadata record (replicated by the meta quorum; "
+                   "no shards)")
     for number, segment in enumerate(result["segments"]):
         click.echo(f"segment {number}: {segment['id']} (offset {segment['offset']}, length "
                    f"{segment['length']}, EC {segment['k']}+{segment['m']})")

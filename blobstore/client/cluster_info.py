@@ -205,7 +205,8 @@ def _endpoint(config: ClusterConfig) -> str | None:
 def _durability(config: ClusterConfig, nodes: list[dict[str, Any]],
                 degraded: int | None) -> dict[str, Any]:
     """A rough estimate: how many more storage node losses every healthy segment survives."""
-    storage = [n for n in nodes if n["role"] == NodeRole.STORAGE.value]
+    storage = [n for n in nodes if n["role"] == NodeRole.STORAGE.value
+               and n["state"] != NodeState.REMOVED.value]
     up = sum(1 for n in storage if n["state"] == "up")
     k, m = config.data_shards, config.parity_shards
     if degraded is None:
@@ -267,7 +268,8 @@ def build_locate(config: ClusterConfig, manifest: Manifest,
             "m": segment.parity_shards if segment else config.parity_shards,
             "shards": shards})
     return {"bucket": version.bucket, "key": version.key, "size": version.size,
-            "etag": version.etag, "version_id": version.version_id, "segments": segments}
+            "etag": version.etag, "version_id": version.version_id, "segments": segments,
+            "inline": version.inline is not None}
 
 
 # -- shared ------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Invariants:
 - ``Segment.shard_xxh3`` and ``Segment.placement`` have exactly ``total_shards`` entries.
 - ``placement[i]`` is the node holding shard ``i``, or ``None`` while that shard is missing
   (queued for repair); no node appears twice in one placement.
-- ``ObjectVersion.segments`` cover ``[0, size)`` in order without gaps.
+- ``ObjectVersion.segments`` cover ``[0, size)`` in order without gaps, or, for a small
+  object stored inline (``inline`` is not None), there are no segments and
+  ``len(inline) == size``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from __future__ import annotations
 import enum
 
 import msgspec
+
+# Hard cap on an inline object (gateways choose their own limit below it, cluster.toml
+# ``inline_max_bytes``): records are read whole and live in Raft entries and snapshots.
+MAX_INLINE_BYTES = 256 * 1024
 
 
 class NodeRole(enum.StrEnum):
@@ -65,6 +71,9 @@ class ObjectVersion(msgspec.Struct, frozen=True):
     user_metadata: dict[str, str] = {}
     checksums: dict[str, str] = {}  # e.g. {"crc32": base64}
     headers: dict[str, str] = {}  # other stored headers: cache-control, content-encoding, ...
+    # A small object's bytes, kept in the record itself (replicated by the meta quorum)
+    # instead of as erasure-coded shards: one Raft commit per PUT, no storage round trips.
+    inline: bytes | None = None
 
 
 class Manifest(msgspec.Struct, frozen=True):

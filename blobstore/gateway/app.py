@@ -110,7 +110,7 @@ def _lifecycle(config: ClusterConfig, node: NodeConfig):  # type: ignore[no-unty
         metas = [n.address for n in config.by_role(NodeRole.META)]
         workers = max(2, min(8, (os.cpu_count() or 2) * 2))
         state = GatewayState(
-            config=config, node=node, rpc=rpc, meta=MetaClient(rpc, metas),
+            config=config, node=node, rpc=rpc, meta=MetaClient(rpc, metas, batching=True),
             storage=StorageClient(rpc), policy=EcPolicy(config.data_shards, config.parity_shards),
             executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codec"),
             admission=Admission(config.gateway_max_requests, config.gateway_max_writes))

@@ -9,6 +9,9 @@ Rules:
   spare node of the ranking. The segment is durable when at least the write quorum
   (default k+1) of distinct nodes fsync'd a shard; shards that could not be written are
   recorded as missing (None) and meta queues them for repair at commit.
+- A body no longer than ``inline_max_bytes`` (when the caller allows it: PutObject does,
+  parts do not, since a completed upload is made of segments) is not cut into shards at
+  all: its bytes travel in the version record, so the PUT is one meta commit.
 - The object exists only once meta commits the version (one command, atomically with the
   refcounts). Digests the client sent (signed SHA-256, Content-MD5, x-amz-checksum-*) are
   checked BEFORE that commit: a mismatch leaves nothing visible (written shards become
@@ -79,13 +82,27 @@ class WrittenBody:
     checksums: dict[str, str]  # verified client checksums, base64
     refs: list[SegmentRef]
     new_segments: list[Segment]
+    inline: bytes | None = None  # the whole body, when it is small enough to keep in meta
 
 
 async def write_body(state: GatewayState, body: AsyncIterator[bytes], content_length: int | None,
-                     expected: ExpectedDigests) -> WrittenBody:
-    """Cut, encode and store a body; verify the client's digests. Commits nothing."""
+                     expected: ExpectedDigests, inline_max: int = 0) -> WrittenBody:
+    """Cut, encode and store a body; verify the client's digests. Commits nothing.
+
+    With ``inline_max`` a body of at most that many bytes is returned inline, unstored.
+    """
     digests = BodyDigests(want_sha256=expected.sha256_hex is not None,
                           checksum_algorithms=expected.checksums.keys())
+    if inline_max and (content_length is None or content_length <= inline_max):
+        head, ended = await _take(body, inline_max)
+        if ended:
+            if content_length is not None and len(head) != content_length:
+                raise s3e.IncompleteBody(
+                    f"received {len(head)} of the {content_length} bytes announced")
+            digests.update(head)
+            checksums = _check_digests(digests, expected)
+            return WrittenBody(len(head), digests.etag(), checksums, [], [], inline=head)
+        body = _prefixed(head, body)
     segmenter = Segmenter(state.config.segment_size_bytes)
     writer = _SegmentWriter(state)
     received = 0
@@ -111,15 +128,34 @@ async def write_body(state: GatewayState, body: AsyncIterator[bytes], content_le
     return WrittenBody(digests.size, digests.etag(), checksums, refs, new_segments)
 
 
+async def _take(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
+    """The body's first bytes, up to just past ``limit``; whether the body ended there."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(parts), False
+    return b"".join(parts), True
+
+
+async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk
+
+
 async def write_object(state: GatewayState, bucket: str, key: str, body: AsyncIterator[bytes],
                        content_length: int | None, expected: ExpectedDigests,
                        attributes: ObjectAttributes) -> ObjectVersion:
-    written = await write_body(state, body, content_length, expected)
+    written = await write_body(state, body, content_length, expected,
+                               inline_max=state.config.inline_max_bytes)
     version = ObjectVersion(
         bucket=bucket, key=key, version_id=secrets.token_hex(8), size=written.size,
         etag=written.etag, created_ns=time.time_ns(), segments=written.refs,
         content_type=attributes.content_type, user_metadata=attributes.user_metadata,
-        checksums=written.checksums, headers=attributes.headers)
+        checksums=written.checksums, headers=attributes.headers, inline=written.inline)
     await state.meta.put_object(version, written.new_segments)
     return version
 

@@ -54,7 +54,7 @@ from aiohttp import web
 
 from blobstore.config import ClusterConfig, NodeConfig
 from blobstore.core.errors import Invalid, Unavailable
-from blobstore.meta import heal_routes, heal_tasks, schema
+from blobstore.meta import batch_routes, heal_routes, heal_tasks, schema
 from blobstore.meta.commands import envelope_from_json
 from blobstore.meta.errors import NotLeader
 from blobstore.meta.failure_detector import FailureDetector
@@ -143,6 +143,8 @@ def create_app(config: ClusterConfig, node: NodeConfig,
     app.router.add_get("/v1/buckets", handle_list_buckets)
     app.router.add_get("/v1/buckets/{bucket}", handle_head_bucket)
     app.router.add_get("/v1/objects/{bucket}", handle_get_manifest)
+    app.router.add_post("/v1/commands", handle_commands)
+    app.router.add_post("/v1/objects_batch", handle_batch_get)
     app.router.add_get("/v1/list/{bucket}", handle_list_objects)
     app.router.add_post("/v1/segments/lookup", handle_lookup_segments)
     app.router.add_get("/v1/cluster_map", handle_cluster_map)
@@ -226,6 +228,14 @@ async def handle_command(request: web.Request) -> web.Response:
     schema.check_client_id(envelope.client_id)
     index, outcome = await _service(request).command(envelope)
     return json_response({"index": index, "result": outcome.unwrap()})
+
+
+async def handle_commands(request: web.Request) -> web.Response:
+    return await batch_routes.handle_commands(request, _service(request))
+
+
+async def handle_batch_get(request: web.Request) -> web.Response:
+    return await batch_routes.handle_batch_get(request, _service(request))
 
 
 async def handle_list_buckets(request: web.Request) -> web.Response:

@@ -43,7 +43,7 @@ from blobstore.core.errors import (
     NoSuchBucket,
 )
 from blobstore.core.ids import validate_node_id, validate_segment_id
-from blobstore.core.records import Bucket, ObjectVersion, RepairTask, Segment
+from blobstore.core.records import MAX_INLINE_BYTES, Bucket, ObjectVersion, RepairTask, Segment
 from blobstore.meta import schema
 from blobstore.meta.commands import (
     Command,
@@ -176,7 +176,13 @@ _HANDLERS: dict[type, Callable[[lmdb.Transaction, Dbs, Any], Value]] = {
 
 
 def _check_layout(version: ObjectVersion) -> None:
-    """Refs cover [0, size) in order without gaps (records.py invariant)."""
+    """Refs cover [0, size) in order without gaps, or the bytes are inline (records.py)."""
+    if version.inline is not None:
+        if version.segments or len(version.inline) != version.size:
+            raise Invalid("an inline object has no segments and exactly its size in bytes")
+        if version.size > MAX_INLINE_BYTES:
+            raise Invalid(f"an inline object is at most {MAX_INLINE_BYTES} bytes")
+        return
     offset = 0
     for ref in version.segments:
         validate_segment_id(ref.id)

@@ -63,6 +63,7 @@ from blobstore.core.records import (
     ObjectVersion,
     Segment,
 )
+from blobstore.rpc.batching import NaturalBatcher
 from blobstore.rpc.client import RpcClient
 
 NOT_LEADER_CODE = "NotLeader"
@@ -81,6 +82,30 @@ _PATH_SAFE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,254}")
 class _CommandReply(msgspec.Struct, frozen=True):
     index: int
     result: dict[str, Any]
+
+
+class _ItemError(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+
+class _CommandItem(msgspec.Struct, frozen=True):
+    index: int = 0
+    result: dict[str, Any] = {}
+    error: _ItemError | None = None
+
+
+class _CommandItems(msgspec.Struct, frozen=True):
+    items: list[_CommandItem]
+
+
+class _ManifestItem(msgspec.Struct, frozen=True):
+    manifest: Manifest | None = None
+    error: _ItemError | None = None
+
+
+class _ManifestItems(msgspec.Struct, frozen=True):
+    items: list[_ManifestItem]
 
 
 class _Buckets(msgspec.Struct, frozen=True):
@@ -102,7 +127,7 @@ class MetaClient:
     def __init__(self, rpc: RpcClient, addresses: list[str], client_id: str | None = None, *,
                  attempts: int | None = None, backoff_s: float = BACKOFF_S,
                  timeout_s: float = TIMEOUT_S, deadline_s: float = DEADLINE_S,
-                 no_leader_wait_s: float = NO_LEADER_WAIT_S) -> None:
+                 no_leader_wait_s: float = NO_LEADER_WAIT_S, batching: bool = False) -> None:
         if not addresses:
             raise ValueError("MetaClient needs at least one meta address")
         self.rpc = rpc
@@ -117,6 +142,12 @@ class MetaClient:
         self._outstanding: set[int] = set()
         self._preferred = 0
         self._leader: str | None = None
+        # A gateway's many concurrent small PUTs and GETs go out in batches (rpc/batching.py).
+        self._commands: NaturalBatcher[dict[str, Any], dict[str, Any]] | None = None
+        self._manifests: NaturalBatcher[tuple[str, str], Manifest] | None = None
+        if batching:
+            self._commands = NaturalBatcher(self._send_commands)
+            self._manifests = NaturalBatcher(self._send_manifest_reads)
 
     @property
     def leader_address(self) -> str | None:
@@ -164,10 +195,22 @@ class MetaClient:
         envelope = {"client_id": self.client_id, "sequence": sequence, "command": command,
                     "ack_below": min(self._outstanding)}
         try:
+            if self._commands is not None:
+                return await self._commands.call(envelope)
             payload = await self._request("POST", "/v1/command", body=envelope)
         finally:
             self._outstanding.discard(sequence)
         return msgspec.json.decode(payload, type=_CommandReply).result
+
+    async def _send_commands(self, envelopes: list[dict[str, Any]]
+                             ) -> list[dict[str, Any] | BaseException]:
+        if len(envelopes) == 1:
+            payload = await self._request("POST", "/v1/command", body=envelopes[0])
+            return [msgspec.json.decode(payload, type=_CommandReply).result]
+        payload = await self._request("POST", "/v1/commands", body={"envelopes": envelopes})
+        return [item.result if item.error is None
+                else error_from_code(item.error.code, item.error.message)
+                for item in msgspec.json.decode(payload, type=_CommandItems).items]
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -180,8 +223,29 @@ class MetaClient:
         return msgspec.json.decode(payload, type=Bucket)
 
     async def get_manifest(self, bucket: str, key: str) -> Manifest:
+        if self._manifests is not None:
+            return await self._manifests.call((bucket, key))
         path_qs = _path_qs(f"/v1/objects/{_bucket_segment(bucket)}", {"key": key})
         return msgspec.json.decode(await self._request("GET", path_qs), type=Manifest)
+
+    async def _send_manifest_reads(self, items: list[tuple[str, str]]
+                                   ) -> list[Manifest | BaseException]:
+        if len(items) == 1:
+            path_qs = _path_qs(f"/v1/objects/{_bucket_segment(items[0][0])}",
+                               {"key": items[0][1]})
+            try:
+                return [msgspec.json.decode(await self._request("GET", path_qs), type=Manifest)]
+            except BlobstoreError as error:  # NoSuchKey and the like belong to the caller
+                return [error]
+        payload = await self._request("POST", "/v1/objects_batch", body={"items": items})
+        answers: list[Manifest | BaseException] = []
+        for item in msgspec.json.decode(payload, type=_ManifestItems).items:
+            if item.manifest is not None:
+                answers.append(item.manifest)
+            else:
+                error = item.error or _ItemError("InternalError", "empty batch item")
+                answers.append(error_from_code(error.code, error.message))
+        return answers
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
                            start_after: str = "", max_keys: int = 1000) -> ListPage:

@@ -49,7 +49,7 @@ def test_cp_200_mib_up_and_down_and_through_pipes(cluster, tmp_path):
 def test_ls_rm_rb_and_locate(cluster, tmp_path):
     ok(cluster.cli("mb", "s3://cli-misc"))
     small = tmp_path / "small.txt"
-    small.write_bytes(b"hello blobstore\n")
+    small.write_bytes(b"hello blobstore\n" * 2048)  # 32 KiB: above inline_max_bytes, so sharded
     ok(cluster.cli("cp", str(small), "s3://cli-misc/a/small.txt"))
     listing = ok(cluster.cli("ls", "s3://cli-misc/a/")).stdout.decode()
     assert "small.txt" in listing

@@ -107,3 +107,39 @@ def test_presigned_get_and_put(cluster, s3, bucket):
                                         ExpiresIn=60)
     with urllib.request.urlopen(url, timeout=30) as response:
         assert response.read() == b"presigned body"
+
+
+def test_small_objects_live_inline_and_behave_like_any_other(cluster, s3, bucket):
+    """At most inline_max_bytes (16 KiB by default) an object is kept in its meta record:
+    no shard on any storage node, yet ranges, copies, part copies and overwrites work."""
+    import json
+
+    limit = 16 * 1024
+    small, large = os.urandom(limit), os.urandom(limit + 1)
+    s3.put_object(Bucket=bucket, Key="inline/small", Body=small)
+    s3.put_object(Bucket=bucket, Key="inline/large", Body=large)
+    where = json.loads(cluster.cli("locate", "--json", f"s3://{bucket}/inline/small",
+                                   check=True).stdout)
+    assert where["inline"] and where["segments"] == []
+    where = json.loads(cluster.cli("locate", "--json", f"s3://{bucket}/inline/large",
+                                   check=True).stdout)
+    assert not where["inline"] and len(where["segments"]) == 1
+    assert s3.get_object(Bucket=bucket, Key="inline/small")["Body"].read() == small
+    ranged = s3.get_object(Bucket=bucket, Key="inline/small", Range="bytes=100-199")
+    assert ranged["Body"].read() == small[100:200]
+    s3.copy_object(Bucket=bucket, Key="inline/copy", CopySource=f"{bucket}/inline/small")
+    s3.put_object(Bucket=bucket, Key="inline/small", Body=b"replaced")
+    assert s3.get_object(Bucket=bucket, Key="inline/copy")["Body"].read() == small
+    assert s3.get_object(Bucket=bucket, Key="inline/small")["Body"].read() == b"replaced"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="inline/assembled")["UploadId"]
+    part = s3.upload_part_copy(Bucket=bucket, Key="inline/assembled", UploadId=upload,
+                               PartNumber=1, CopySource=f"{bucket}/inline/copy",
+                               CopySourceRange="bytes=10-1009")
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="inline/assembled", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1,
+                                    "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="inline/assembled")["Body"].read() == small[10:1010]
+    with pytest.raises(ClientError) as info:
+        s3.put_object(Bucket="no-such-bucket-here", Key="k", Body=b"tiny")
+    assert info.value.response["Error"]["Code"] == "NoSuchBucket"

@@ -62,7 +62,7 @@ async def copy_object(request: web.Request) -> web.Response:
         bucket=bucket, key=key, version_id=secrets.token_hex(8), size=source.size,
         etag=source.etag, created_ns=time.time_ns(), segments=source.segments,
         content_type=content_type, user_metadata=metadata, checksums=source.checksums,
-        headers=headers)
+        headers=headers, inline=source.inline)
     await state.meta.put_object(version, [])
     return web.Response(body=render_copy_result(version.etag, last_modified(version)),
                         content_type="application/xml")

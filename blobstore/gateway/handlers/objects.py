@@ -119,7 +119,10 @@ async def put_object(request: web.Request) -> web.Response:
         raise s3e.MissingContentLength("You must provide the Content-Length HTTP header.")
     body, length, expected = _body_and_digests(request)
     attributes = _attributes(request)
-    await state.meta.head_bucket(bucket)  # NoSuchBucket before reading the body
+    if length is None or length > state.config.inline_max_bytes:
+        # NoSuchBucket before reading a large body; a small one is read anyway and its
+        # commit, the only meta round trip of a small PUT, answers NoSuchBucket itself.
+        await state.meta.head_bucket(bucket)
     version = await write_object(state, bucket, key, body, length, expected, attributes)
     headers = {"ETag": f'"{version.etag}"'}
     for algorithm, value in version.checksums.items():

@@ -330,3 +330,54 @@ def test_a_replica_that_is_not_bootstrapped_yet_answers_503_and_is_not_healthy(
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_a_batching_client_sends_concurrent_calls_together_with_their_own_answers(
+        tmp_path: Path) -> None:
+    """The gateway's client: concurrent commands and reads go out as batches; every call
+    still gets its own result or its own typed error, and each command applies once."""
+    async def body(_meta: MetaClient, address: str) -> None:
+        async with new_session() as session:
+            meta = MetaClient(RpcClient(session, SECRET), [address], backoff_s=0.01,
+                              batching=True)
+            await meta.create_bucket("b", created_ns=1)
+            puts = [meta.put_object(version("b", f"k{i:03d}", [i % 4]), [segment(i % 4)])
+                    for i in range(80)]
+            puts.append(meta.put_object(version("nope", "k", [1]), [segment(1)]))
+            results = await asyncio.gather(*puts, return_exceptions=True)
+            assert all(r is None for r in results[:-1])
+            assert isinstance(results[-1], NoSuchBucket)
+            reads = [meta.get_manifest("b", f"k{i:03d}") for i in range(80)]
+            reads += [meta.get_manifest("b", "missing"), meta.get_manifest("zz", "k")]
+            found = await asyncio.gather(*reads, return_exceptions=True)
+            assert [m.version.key for m in found[:80]] == [f"k{i:03d}" for i in range(80)]
+            assert isinstance(found[80], NoSuchKey) and isinstance(found[81], NoSuchBucket)
+            segments = await meta.lookup_segments([sid(n) for n in range(4)])
+            assert sorted(s.refcount for s in segments.values()) == [20] * 4
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://{address}/_blobstore/metrics") as response:
+            text = await response.text()
+            batches = [line for line in text.splitlines()
+                       if 'operation="POST /v1/commands"' in line
+                       or 'operation="POST /v1/objects_batch"' in line]
+        assert batches, "no batch was sent: the calls went out one by one"
+
+    run_with_meta(make_config(tmp_path), body)
+
+
+def test_inline_objects_carry_exactly_their_bytes(tmp_path: Path) -> None:
+    async def body(meta: MetaClient, _address: str) -> None:
+        await meta.create_bucket("b", created_ns=1)
+        small = ObjectVersion(bucket="b", key="tiny", version_id="v1", size=5, etag="e",
+                              created_ns=1, segments=[], inline=b"hello")
+        await meta.put_object(small, [])
+        assert (await meta.get_manifest("b", "tiny")).version.inline == b"hello"
+        for bad in (msgspec.structs.replace(small, size=4),
+                    msgspec.structs.replace(small, segments=[SegmentRef(sid(1), 0, 5)]),
+                    msgspec.structs.replace(small, inline=b"x" * (256 * 1024 + 1),
+                                            size=256 * 1024 + 1)):
+            with pytest.raises(Invalid):
+                await meta.put_object(bad, [segment(1)])
+        assert (await meta.get_manifest("b", "tiny")).version.inline == b"hello"
+
+    run_with_meta(make_config(tmp_path), body)
