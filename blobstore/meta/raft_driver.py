@@ -32,6 +32,16 @@ Rules for answers:
 - Reads are linearizable by ReadIndex: the reads that arrive in one round share one
   ``read_index`` call (one heartbeat round), and are released once ``applied >= index``.
   Losing leadership fails the reads still waiting for their index (NotLeader).
+- Lease reads (``lease_reads``): a ReadIndex round asked at monotonic time t and confirmed
+  by a quorum proves that every node of that quorum heard from this leader after t, and
+  none of them will vote for anyone else (check-quorum lease, ``lease_on_start`` after a
+  restart) until a full election timeout has passed on its own clock, so no other leader
+  can exist before t + election timeout. Until t + ``lease_fraction`` * election timeout
+  (the rest is the margin for clock-rate drift between machines) the leader serves reads
+  at its commit index without a round, provided an entry of its term is committed and it
+  has not tried to hand leadership over in this term (a TIMEOUT_NOW bypasses the lease
+  for the rest of the term). In the lease's second half reads go through a round again,
+  which renews it. Clocks are monotonic; a stalled leader's lease still ends on time.
 - Callers bound every wait with their own deadline (``meta/service.py``); the driver never
   answers Unavailable on its own except when it stops or fails.
 
@@ -87,10 +97,19 @@ class DriverOptions:
     snapshot_entries: int = 5000
     keep_entries: int = 1000
     max_inputs_per_round: int = 4096
+    # Lease reads: a leader whose ReadIndex round was confirmed by a quorum at time t serves
+    # reads at its commit index without another round until t + lease_fraction * election
+    # timeout (rule "Reads" in the module docstring). Needs the RaftNode's lease_on_start.
+    lease_reads: bool = False
+    lease_fraction: float = 0.75
 
     @property
     def election_timeout_s(self) -> float:
         return self.tick_s * self.election_tick
+
+    @property
+    def lease_s(self) -> float:
+        return self.election_timeout_s * self.lease_fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +168,11 @@ class RaftDriver:
         self._reads: dict[bytes, list[asyncio.Future[None]]] = {}
         self._confirmed_reads: list[tuple[int, list[asyncio.Future[None]]]] = []
         self._read_ids = itertools.count(1)
+        self._read_started: dict[bytes, tuple[float, int]] = {}  # context -> (time, term)
+        self._lease_until = 0.0
+        self._lease_term = -1
+        self._transfer_term = -1
+        self.lease_read_count = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_taken: tuple[int, bytes] | None = None
         self._view_changed: asyncio.Event | None = None
@@ -275,6 +299,7 @@ class RaftDriver:
                 elif kind == _CONF_CHANGE:
                     self._wait_for(node.propose_conf_change(payload), future)
                 elif kind == _TRANSFER:
+                    self._transfer_term = node.term  # no lease reads for the rest of the term
                     node.transfer_leadership(payload)
                     future.set_result(None)
             except RaftNotLeader as error:
@@ -282,6 +307,12 @@ class RaftDriver:
             except ProposalDropped as error:
                 future.set_exception(Unavailable(f"proposal refused: {error}"))
         if reads:
+            index = self._lease_read_index()
+            if index is not None:
+                self.lease_read_count += len(reads)
+                self._confirmed_reads.append((index, reads))
+                self._release_reads()
+                return
             context = next(self._read_ids).to_bytes(8, "big")
             try:
                 node.read_index(context)
@@ -290,6 +321,31 @@ class RaftDriver:
                     future.set_exception(self._not_leader(error.leader))
             else:
                 self._reads[context] = reads
+                self._read_started[context] = (self.clock(), node.term)
+
+    def _lease_read_index(self) -> int | None:
+        """The commit index, when this leader may serve reads at it without a round."""
+        node = self.node
+        if node.lead_transferee is not None:
+            self._transfer_term = node.term
+        if (not self.options.lease_reads or node.role != "leader"
+                or node.term != self._lease_term or self._transfer_term == node.term):
+            return None
+        if self.clock() >= self._lease_until - self.options.lease_s / 2:
+            return None  # second half of the lease: a ReadIndex round renews it
+        commit = node.log.committed
+        if node.log.term(commit) != node.term:
+            return None  # nothing of this term committed yet: the commit index may lag
+        return commit
+
+    def _extend_lease(self, context: bytes) -> None:
+        started = self._read_started.pop(context, None)
+        node = self.node
+        if started is None or started[1] != node.term or node.role != "leader":
+            return
+        until = started[0] + self.options.lease_s
+        if self._lease_term != node.term or until > self._lease_until:
+            self._lease_until, self._lease_term = until, node.term
 
     def _wait_for(self, index: int, future: asyncio.Future[Any]) -> None:
         stale = self._proposals.pop(index, None)
@@ -344,6 +400,7 @@ class RaftDriver:
                     waiter.future.set_exception(self._not_leader(self.node.lead))
         # 4. ... and release the reads whose read index is applied
         for state in rd.read_states:
+            self._extend_lease(state.context)
             futures = self._reads.pop(state.context, None)
             if futures:
                 self._confirmed_reads.append((state.index, futures))
@@ -360,6 +417,8 @@ class RaftDriver:
                     if not future.done():
                         future.set_exception(error)
             self._reads.clear()
+            self._read_started.clear()
+            self._lease_until = 0.0
         if self.on_soft_state is not None:
             self.on_soft_state(soft)
 

@@ -41,7 +41,10 @@ Rules:
    a change is refused when the voters reachable now would not be a quorum after it.
 7. Knobs, in ``[cluster]`` of cluster.toml (all optional): ``raft_tick_ms`` (50),
    ``raft_election_ticks`` (10), ``raft_heartbeat_ticks`` (1), ``raft_snapshot_entries``
-   (5000), ``raft_keep_entries`` (1000), ``raft_proposal_timeout_s`` (3).
+   (5000), ``raft_keep_entries`` (1000), ``raft_proposal_timeout_s`` (3),
+   ``raft_lease_reads`` (true: the leader serves linearizable reads from its lease, assuming
+   the meta machines' clocks run at rates within 25% of each other; false: a ReadIndex
+   round for every batch of reads, no clock assumption).
 """
 
 from __future__ import annotations
@@ -134,7 +137,8 @@ class ReplicaOptions:
         driver = DriverOptions(
             tick_s=tick_s, election_tick=election, heartbeat_tick=heartbeat,
             snapshot_entries=int(number("raft_snapshot_entries", 5000, 1, 10**9)),
-            keep_entries=int(number("raft_keep_entries", 1000, 0, 10**9)))
+            keep_entries=int(number("raft_keep_entries", 1000, 0, 10**9)),
+            lease_reads=extra.get("raft_lease_reads", True) in (True, 1))
         timeout_s = number("raft_proposal_timeout_s", 3.0, 0.1, 600)
         return cls(driver=driver, proposal_timeout_s=timeout_s, read_timeout_s=timeout_s,
                    allow_stale_reads=config.allow_stale_reads)
@@ -194,7 +198,8 @@ class MetaService:
                                "group (blobstore meta remove) and add it back")
         options = self.options.driver
         raft_config = RaftConfig(id=self.node.id, election_tick=options.election_tick,
-                                 heartbeat_tick=options.heartbeat_tick)
+                                 heartbeat_tick=options.heartbeat_tick,
+                                 lease_on_start=options.lease_reads)
         raft = RaftNode(raft_config, storage, rng=random.Random(), applied=applied)
         self.transport = RaftTransport(self.node.id, self.rpc, self.address_of,
                                        self._received, self.options.transport)

@@ -56,6 +56,9 @@ class RaftConfig:
     heartbeat_tick: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    # Ignore (pre-)votes during the first election_tick ticks after a (re)start, as if in a
+    # leader's lease (election.py rule 4): needed when the application serves lease reads.
+    lease_on_start: bool = False
     max_size_per_msg_bytes: int = 1 << 20
     max_inflight_msgs: int = 256
     max_uncommitted_bytes: int = 64 << 20
@@ -95,6 +98,7 @@ class RaftCore:
         self.pending_read_index: list[tuple[bytes, str]] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.ticks_alive = 0  # ticks since this node (re)started: see election.py rule 4
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee: str | None = None
         self.pending_conf_index = 0

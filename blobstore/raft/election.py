@@ -14,7 +14,11 @@ Rules:
    before the answer leaves (the answer travels in the same Ready).
 4. Leader lease (check-quorum): a node that heard from a leader within the last
    ``election_tick`` ignores (pre-)vote requests at a higher term, unless the campaign was
-   started by TIMEOUT_NOW (``context == TRANSFER_CONTEXT``).
+   started by TIMEOUT_NOW (``context == TRANSFER_CONTEXT``). With ``lease_on_start`` so does
+   a node during its first ``election_tick`` ticks after a (re)start: it may have heard from
+   a leader just before it went down and forgotten it, and a leader's lease reads
+   (``meta/raft_driver.py``) count on every node of the quorum that confirmed the lease to
+   keep that promise for a full timeout.
 5. Leader transfer: the leader stops taking proposals, brings the target up to date and
    sends it TIMEOUT_NOW; the target campaigns at once, skipping pre-vote. The transfer is
    abandoned after one election timeout.
@@ -80,8 +84,11 @@ class Election(RaftCore):
 
     def in_lease(self) -> bool:
         """Rule 4: recently heard from a leader, so refuse to help depose it."""
-        return (self.config.check_quorum and self.lead is not None
-                and self.election_elapsed < self.config.election_tick)
+        if not self.config.check_quorum:
+            return False
+        if self.config.lease_on_start and self.ticks_alive < self.config.election_tick:
+            return True
+        return self.lead is not None and self.election_elapsed < self.config.election_tick
 
     def handle_vote_request(self, m: Message) -> None:
         """Rule 3; the term checks have already been done by ``step``."""

@@ -58,6 +58,7 @@ class RaftNode(Election, Replication, RaftCore):
 
     def tick(self) -> None:
         """Advance the logical clock by one tick."""
+        self.ticks_alive += 1
         if self.role == "leader":
             self._tick_leader()
         else:

@@ -418,3 +418,55 @@ def test_a_pre_raft_state_is_adopted_by_a_lone_meta_node(tmp_path: Path) -> None
             assert "pre-Raft state" in str(runtime.start_error)
 
     asyncio.run(main())
+
+
+def test_lease_reads_skip_rounds_and_a_cut_off_leader_never_serves_a_stale_read(
+        tmp_path: Path) -> None:
+    """Lease reads (raft_lease_reads, on by default): most reads of a busy leader need no
+    heartbeat round; a leader cut off from the others stops serving reads before they can
+    elect another leader, so no read it serves misses a write the new leader acknowledged."""
+    async def main() -> None:
+        async with group(make_config(tmp_path)) as g:
+            leader = await g.wait_leader()
+            client = g.client()
+            await client.create_bucket("before", created_ns=1)
+            old = g.service(leader)
+            assert old.driver is not None
+            for _ in range(50):
+                buckets, stale = await old.read(StateMachine.list_buckets)
+                assert not stale and [b.name for b in buckets] == ["before"]
+            assert old.driver.lease_read_count > 0
+            # Cut the leader off: it neither sends nor receives raft messages any more.
+            old.driver.send = lambda _messages: None
+            old.driver.deliver = lambda _messages: None  # type: ignore[method-assign]
+            others = [n for n in g.meta_ids() if n != leader]
+            served_after_cut: list[float] = []
+            stop = asyncio.Event()
+
+            async def keep_reading() -> None:
+                while not stop.is_set():
+                    try:
+                        await old.read(StateMachine.list_buckets)
+                        served_after_cut.append(time.monotonic())
+                    except Exception:  # noqa: BLE001  (refusals are what we expect)
+                        await asyncio.sleep(0.005)
+
+            reader = asyncio.ensure_future(keep_reading())
+            deadline = time.monotonic() + 10
+            while True:
+                views = [g.service(n).driver.view for n in others]  # type: ignore[union-attr]
+                if any(v.is_leader for v in views):
+                    new_leader = next(v.node_id for v in views if v.is_leader)
+                    break
+                assert time.monotonic() < deadline, "the others elected no leader"
+                await asyncio.sleep(0.01)
+            await g.client(*others).create_bucket("after", created_ns=2)
+            acknowledged = time.monotonic()
+            await asyncio.sleep(0.5)
+            stop.set()
+            await reader
+            assert new_leader != leader
+            assert not [t for t in served_after_cut if t >= acknowledged], (
+                "the cut-off leader served a read after the new leader acknowledged a write")
+
+    asyncio.run(main())
