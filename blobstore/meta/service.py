@@ -41,7 +41,7 @@ Rules:
    a change is refused when the voters reachable now would not be a quorum after it.
 7. Knobs, in ``[cluster]`` of cluster.toml (all optional): ``raft_tick_ms`` (50),
    ``raft_election_ticks`` (10), ``raft_heartbeat_ticks`` (1), ``raft_snapshot_entries``
-   (5000), ``raft_keep_entries`` (1000), ``raft_proposal_timeout_s`` (3),
+   (50000), ``raft_keep_entries`` (1000), ``raft_proposal_timeout_s`` (3),
    ``raft_lease_reads`` (true: the leader serves linearizable reads from its lease, assuming
    the meta machines' clocks run at rates within 25% of each other; false: a ReadIndex
    round for every batch of reads, no clock assumption).
@@ -136,7 +136,7 @@ class ReplicaOptions:
                               "raft_election_ticks")
         driver = DriverOptions(
             tick_s=tick_s, election_tick=election, heartbeat_tick=heartbeat,
-            snapshot_entries=int(number("raft_snapshot_entries", 5000, 1, 10**9)),
+            snapshot_entries=int(number("raft_snapshot_entries", 50_000, 1, 10**9)),
             keep_entries=int(number("raft_keep_entries", 1000, 0, 10**9)),
             lease_reads=extra.get("raft_lease_reads", True) in (True, 1))
         timeout_s = number("raft_proposal_timeout_s", 3.0, 0.1, 600)
