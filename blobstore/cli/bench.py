@@ -8,7 +8,6 @@ and reports the errors, since that is a measurement too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from blobstore.bench.stats import Snapshot
 from blobstore.bench.units import format_size, parse_duration_s, parse_size_bytes
 from blobstore.cli.common import parsed, reports_errors
 from blobstore.client.endpoint import resolve_s3_target
+from blobstore.runtime import eventloop
 
 SIZE = parsed(parse_size_bytes, "SIZE")
 DURATION = parsed(parse_duration_s, "DURATION")
@@ -107,7 +107,7 @@ def bench(endpoint: str | None, directory: str | None, config_path: str | None,
     spec = BenchSpec(Op(op), size, concurrency, duration, count, get_fraction)
     progress = _terminal_progress(f"{op} {format_size(size)} x{concurrency}")
     note = (lambda line: click.echo(line, err=True)) if progress is not None else None
-    result, left = asyncio.run(loadgen.run_once(
+    result, left = eventloop.run(loadgen.run_once(
         target, spec, bucket=bucket, objects=objects, keep=keep, timeout_s=timeout_s,
         seed=seed, progress=progress, note=note))
     if progress is not None:

@@ -29,6 +29,7 @@ from aiohttp import web
 from blobstore.config import ClusterConfig, NodeConfig, load_config
 from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import NodeRole
+from blobstore.runtime import eventloop
 from blobstore.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,7 @@ def _tls_context(config: ClusterConfig, node: NodeConfig) -> ssl.SSLContext | No
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop  # type: ignore[import-not-found]  # optional, not a dependency
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+    eventloop.run(main)
 
 
 async def _serve_until_signalled(app: web.Application, node: NodeConfig,
