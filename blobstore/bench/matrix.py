@@ -85,7 +85,7 @@ async def run_matrix(system: str, target: Target, plan: MatrixPlan,
     cells: list[Cell] = []
     widest = max((*plan.concurrencies, plan.degraded_concurrency))
     async with LoadGenerator(target, MATRIX_BUCKET, widest, seed=seed) as generator:
-        await _wait_ready(generator, ready_timeout_s)
+        await wait_ready(generator, ready_timeout_s)
         for size in plan.sizes_bytes:
             written = ObjectSet()
             try:
@@ -101,7 +101,8 @@ async def run_matrix(system: str, target: Target, plan: MatrixPlan,
     return cells
 
 
-async def _wait_ready(generator: LoadGenerator, timeout_s: float) -> None:
+async def wait_ready(generator: LoadGenerator, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Create the bucket, retrying while the endpoint answers 503 (a leader election)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:

@@ -27,7 +27,9 @@ def run_matrix():
 
 def _args(**overrides) -> argparse.Namespace:
     values = {"quick": False, "sizes": None, "concurrency": None, "duration": None,
-              "count": None, "no_degraded": False, "degraded_concurrency": 4}
+              "count": None, "no_degraded": False, "degraded_concurrency": 4, "skip": "",
+              "background_mib": None, "repair_mib": None, "scrub_mib": None,
+              "meta_concurrency": 64}
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -74,3 +76,49 @@ def test_output_dir_does_not_overwrite_a_run(run_matrix, tmp_path, monkeypatch):
     (first / "results.json").write_text("{}")
     assert run_matrix.output_dir(None, started) == tmp_path / "2026-01-02-030405"
     assert run_matrix.output_dir(tmp_path / "x", started) == tmp_path / "x"
+
+
+def test_extra_rows_are_sized_and_skipped_by_flags(run_matrix):
+    plan = run_matrix.make_plan(_args())
+    full = run_matrix.make_extras(_args(), plan)
+    assert all(full.wants(name) for name in run_matrix.EXTRAS)
+    assert full.background.data_bytes == 2048 * MIB and full.background.duration_s == 10.0
+    assert full.background.cells == (("put", 64 * MIB, 4), ("get", 4 * KIB, 32))
+    assert (full.repair_bytes, full.scrub_bytes) == (1024 * MIB, 1024 * MIB)
+    quick_args = _args(quick=True, skip="repair, meta", scrub_mib=64)
+    quick = run_matrix.make_extras(quick_args, run_matrix.make_plan(quick_args))
+    assert not quick.wants("repair") and not quick.wants("meta") and quick.wants("scrub")
+    assert quick.scrub_bytes == 64 * MIB and quick.background.data_bytes == 256 * MIB
+    assert quick.meta_duration_s == 2.0  # at least 2 s even when cells are 1.5 s
+    with pytest.raises(SystemExit):
+        run_matrix.make_extras(_args(skip="scrub,bogus"), plan)
+
+
+def test_planned_duration_of_a_full_run_with_swift_is_under_25_minutes(run_matrix):
+    plan = run_matrix.make_plan(_args())
+    extras = run_matrix.make_extras(_args(), plan)
+    steps = run_matrix.planned_seconds(plan, extras, 2.0, True, True)
+    assert {"limits", "blobstore", "scrub", "meta", "background", "repair", "swift",
+            "swift background"} == set(steps)
+    assert 10 * 60 < sum(steps.values()) < 25 * 60
+    skipped = run_matrix.make_extras(_args(skip="background,repair"), plan)
+    fewer = run_matrix.planned_seconds(plan, skipped, 2.0, False, False)
+    assert set(fewer) == {"limits", "blobstore", "scrub", "meta"} and fewer["limits"] == 0
+
+
+def test_swift_ports_are_the_defaults_when_free_else_a_free_block(run_matrix):
+    import random
+
+    assert run_matrix.swift_ports(is_free=lambda port: True) == run_matrix.SWIFT_DEFAULT_PORTS
+    taken = {8180}
+    ports = run_matrix.swift_ports(random.Random(1), is_free=lambda port: port not in taken)
+    assert ports["PROXY_PORT"] != 8180 and 15000 <= ports["OBJ_PORT_BASE"] < 20000
+    used = [ports[name] for name in ports if name != "OBJ_PORT_BASE"]
+    used += range(ports["OBJ_PORT_BASE"], ports["OBJ_PORT_BASE"] + 6)
+    assert len(set(used)) == len(used) == 10
+
+
+def test_swift_daemons_are_the_peer_scripts_names(run_matrix):
+    assert len(run_matrix.SWIFT_DAEMONS) == 21
+    assert "object-reconstructor-6" in run_matrix.SWIFT_DAEMONS
+    assert "account-replicator" in run_matrix.SWIFT_DAEMONS
