@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from blobstore import __version__
-from blobstore.cli import bench, chaos, cluster, data, heal, meta, ops, users
+from blobstore.cli import bench, chaos, cluster, data, heal, meta, node, ops, users
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +28,7 @@ def main() -> None:
 
 for _command in (cluster.init, cluster.up, cluster.down, cluster.serve, ops.status,
                  ops.locate, data.cp, data.ls, data.mb, data.rb, data.rm, data.cat, meta.meta,
+                 node.node,
                  bench.bench, users.user, heal.scrub, heal.repair, heal.fsck,
                  chaos.chaos):
     main.add_command(_command)

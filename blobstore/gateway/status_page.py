@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -318,13 +318,25 @@ def _int_or_none(status: Mapping[str, Any] | None, key: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+class _Listed(NamedTuple):
+    id: str
+    role: NodeRole
+    zone: str
+    address: str
+
+
 def _node_rows(state: GatewayState, cluster_map: ClusterMap | None, meta: Mapping[str, Any],
                scrub: Mapping[str, Mapping[str, Any]], now_s: float) -> list[dict[str, Any]]:
-    """Every node of cluster.toml, with what the cluster map and meta say of it."""
+    """Every node of cluster.toml and of the map (nodes added at run time), with what the
+    cluster map and meta say of it."""
     views = {n.id: n for n in cluster_map.nodes} if cluster_map else {}
     reach = _reachability(meta)
+    nodes = [_Listed(n.id, n.role, n.zone, n.address) for n in state.config.nodes]
+    listed = {n.id for n in nodes}
+    nodes += [_Listed(v.id, v.role, v.zone, v.address) for v in views.values()
+              if v.id not in listed]
     rows = []
-    for node in state.config.nodes:
+    for node in nodes:
         view = views.get(node.id)
         row: dict[str, Any] = {
             "id": node.id, "role": node.role.value, "zone": node.zone, "address": node.address,

@@ -116,6 +116,64 @@ class GcFinish(_Command, frozen=True, tag="gc_finish"):
     node_id: str
 
 
+# ---- storage membership (semantics: meta/membership.py) -----------------------------------
+
+
+class AddNode(_Command, frozen=True, tag="add_node"):
+    node_id: str
+    address: str
+    zone: str
+    now_ns: int
+    weight: float = 1.0
+    data_dir: str = ""
+
+
+class DrainNode(_Command, frozen=True, tag="drain_node"):
+    node_id: str
+    now_ns: int
+    after: str = ""  # segment id to continue after; "" starts the walk (and the drain)
+    limit: int = 10_000  # segments examined by this command
+
+
+class RemoveNode(_Command, frozen=True, tag="remove_node"):
+    node_id: str
+    now_ns: int
+
+
+class RebalanceNode(_Command, frozen=True, tag="rebalance_node"):
+    node_id: str  # the node shards move to
+    candidates: list[tuple[str, str, float]]  # (id, zone, weight) of the writable nodes
+    now_ns: int
+    mode: str = "ranked"  # ranked | donors (core/membership_plan.py)
+    donors: list[str] = []  # most loaded first, for mode donors
+    budget: int = 0  # moves this page may queue at most
+    after: str = ""
+    limit: int = 10_000
+
+
+class LeaseMoves(_Command, frozen=True, tag="lease_moves"):
+    node_id: str
+    now_ns: int
+    lease_s: float
+    max_tasks: int
+
+
+class CompleteMove(_Command, frozen=True, tag="complete_move"):
+    segment_id: str
+    expected_placement: list[str | None]
+    new_placement: list[str | None]
+    moved: list[int]  # the shard indexes that now live on another node
+    node_id: str
+
+
+class FailMove(_Command, frozen=True, tag="fail_move"):
+    segment_id: str
+    node_id: str
+    now_ns: int
+    retry_after_s: float
+    reason: str = ""
+
+
 # ---- multipart uploads (semantics: meta/multipart.py) --------------------------------------
 
 
@@ -142,7 +200,9 @@ class AbortUpload(_Command, frozen=True, tag="abort_upload"):
 
 Command = (CreateBucket | DeleteBucket | PutObject | DeleteObject | ReportBadShard | PutUser
            | CreateUpload | PutPart | CompleteUpload | AbortUpload
-           | MarkNodeDown | LeaseRepair | CompleteRepair | FailRepair | GcBegin | GcFinish)
+           | MarkNodeDown | LeaseRepair | CompleteRepair | FailRepair | GcBegin | GcFinish
+           | AddNode | DrainNode | RemoveNode | RebalanceNode | LeaseMoves | CompleteMove
+           | FailMove)
 
 
 class CommandEnvelope(msgspec.Struct, frozen=True):

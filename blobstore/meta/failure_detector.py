@@ -13,18 +13,31 @@ Rules for a storage node:
    the process has been up for ``down_after_s`` without hearing from it: a restarted meta
    waits one ``down_after_s`` before declaring anyone down (DESIGN.md).
 
-Gateway and meta nodes send no heartbeats and are shown UP. The map's epoch is 1: the node
-set comes from the config file and does not change while the cluster runs (membership
-changes, drain and their epochs come with later issues).
+Gateway and meta nodes send no heartbeats and are shown UP.
+
+Membership (``meta/membership.py``): the replicated node table is overlaid on the nodes of
+cluster.toml (``set_members``, kept fresh by ``meta/heal_tasks.py`` from the local state):
+
+4. A node added at run time is in the map like one of the file (liveness by rules 1-3,
+   counted from when this detector first learnt of it).
+5. A REMOVED node is shown REMOVED whatever it sends. A DRAINING node is shown DRAINING
+   while it is up (readable, never a write candidate); once silent its liveness shows
+   (SUSPECT, DOWN), so that a node lost mid-drain is healed like any other.
+
+The map's epoch is 1 plus the sum of the node table's row generations: it grows with every
+membership change.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import msgspec
 
 from blobstore.config import ClusterConfig, NodeConfig
 from blobstore.core.errors import Invalid
 from blobstore.core.records import ClusterMap, NodeRole, NodeState, NodeView
+from blobstore.meta.membership import DRAINING, REMOVED, Member
 
 SUSPECT_AFTER_S = 3.0
 MAP_EPOCH = 1
@@ -48,10 +61,39 @@ class FailureDetector:
         self.suspect_after_s = suspect_after_s
         self.down_after_s = config.down_after_s
         self._heartbeats: dict[str, Heartbeat] = {}
+        self._members: dict[str, Member] = {}
+        self._added: tuple[NodeConfig, ...] = ()
+        self._known_since: dict[str, float] = {}
+
+    def set_members(self, members: Iterable[Member], now_s: float | None = None) -> None:
+        """Overlay the replicated node table (rules 4 and 5)."""
+        self._members = {member.id: member for member in members}
+        static = {node.id for node in self.config.nodes}
+        self._added = tuple(
+            NodeConfig(id=m.id, role=NodeRole(m.role), address=m.address,
+                       data_dir=m.data_dir, zone=m.zone, weight=m.weight)
+            for m in sorted(self._members.values(), key=lambda m: m.id)
+            if m.added and m.id not in static)
+        for node in self._added:
+            self._known_since.setdefault(node.id, self.started_s if now_s is None else now_s)
+
+    @property
+    def members(self) -> list[Member]:
+        """The node table as last set (a new leader's detector starts from it)."""
+        return list(self._members.values())
+
+    @property
+    def nodes(self) -> tuple[NodeConfig, ...]:
+        """The nodes of cluster.toml, then those added at run time."""
+        return self.config.nodes + self._added
+
+    @property
+    def epoch(self) -> int:
+        return MAP_EPOCH + sum(member.generation for member in self._members.values())
 
     def heartbeat(self, node_id: str, now_s: float, wall_ns: int, *, capacity_bytes: int,
                   used_bytes: int, shard_count: int) -> None:
-        if not any(node.id == node_id for node in self.config.nodes):
+        if not any(node.id == node_id for node in self.nodes):
             raise Invalid(f"heartbeat from unknown node {node_id!r}")
         if min(capacity_bytes, used_bytes, shard_count) < 0:
             raise Invalid("heartbeat with negative counters")
@@ -60,11 +102,20 @@ class FailureDetector:
                                               heard_s=now_s, heard_ns=wall_ns)
 
     def state(self, node: NodeConfig, now_s: float) -> NodeState:
+        member = self._members.get(node.id)
+        if member is not None and member.state == REMOVED:
+            return NodeState.REMOVED
+        alive = self._liveness(node, now_s)
+        if member is not None and member.state == DRAINING and alive == NodeState.UP:
+            return NodeState.DRAINING
+        return alive
+
+    def _liveness(self, node: NodeConfig, now_s: float) -> NodeState:
         if node.role != NodeRole.STORAGE:
             return NodeState.UP
         heartbeat = self._heartbeats.get(node.id)
         if heartbeat is None:
-            silent_s = now_s - self.started_s
+            silent_s = now_s - max(self.started_s, self._known_since.get(node.id, 0.0))
             return NodeState.DOWN if silent_s >= self.down_after_s else NodeState.SUSPECT
         silent_s = now_s - heartbeat.heard_s
         if silent_s >= self.down_after_s:
@@ -85,6 +136,6 @@ class FailureDetector:
                         weight=node.weight, state=self.state(node, now_s), **counters)
 
     def cluster_map(self, now_s: float) -> ClusterMap:
-        return ClusterMap(epoch=MAP_EPOCH, data_shards=self.config.data_shards,
+        return ClusterMap(epoch=self.epoch, data_shards=self.config.data_shards,
                           parity_shards=self.config.parity_shards,
-                          nodes=[self.view(node, now_s) for node in self.config.nodes])
+                          nodes=[self.view(node, now_s) for node in self.nodes])

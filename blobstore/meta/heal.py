@@ -3,9 +3,9 @@
 Like ``meta/handlers.py``, these are deterministic functions of (state, command): every
 time value (``now_ns``) and every duration (``lease_s``, ``grace_s``) travels INSIDE the
 command, set by its proposer, so every replica applies the same bytes to the same result.
-``handle`` is the state machine's one entry point: it runs the commands below, checks
-``put_object`` against segments being collected, and passes everything else on to
-``handlers.handle``.
+``handle`` is the state machine's one entry point: it runs the commands below and the
+storage membership ones (``meta/membership.py``), checks ``put_object`` against segments
+being collected, and passes everything else on to ``handlers.handle``.
 
 Commands and their rules:
 
@@ -67,7 +67,7 @@ import msgspec
 from blobstore.core.errors import Conflict, Invalid
 from blobstore.core.ids import validate_node_id, validate_segment_id
 from blobstore.core.records import RepairTask, Segment
-from blobstore.meta import handlers, schema
+from blobstore.meta import handlers, membership, schema
 from blobstore.meta.commands import (
     Command,
     CompleteRepair,
@@ -133,7 +133,7 @@ def is_deleting(txn: lmdb.Transaction, dbs: Dbs, segment_key: bytes) -> bool:
 
 def handle(txn: lmdb.Transaction, dbs: Dbs, command: Command) -> Value:
     """Apply any command: the healing ones here, every other by ``handlers.handle``."""
-    handler = _HANDLERS.get(type(command))
+    handler = _HANDLERS.get(type(command)) or membership.HANDLERS.get(type(command))
     if handler is not None:
         return handler(txn, dbs, command)
     if isinstance(command, PutObject | PutPart):
@@ -368,6 +368,7 @@ def _gc_finish(txn: lmdb.Transaction, dbs: Dbs, command: GcFinish) -> Value:
         if record is not None and schema.decode(Segment, record).refcount != 0:
             continue  # cannot happen (put_object refuses deleting segments): keep it
         _pop_task(txn, dbs, segment_id)
+        membership.forget_segment(txn, dbs, key)
         for db in (dbs.segments, dbs.gc, dbs.degraded, dbs.repair_leases):
             txn.delete(key, db=db)
         finished.append(segment_id)

@@ -6,6 +6,8 @@ Routes (signed like every ``/v1`` route)::
     GET /v1/heal/fsck?after=&limit=              FsckPage    (objects + their segments)
     GET /v1/heal/gc?after=&limit=                GcPage      (segments at refcount 0)
     GET /v1/heal/placed?node=&after=&limit=      PlacedPage  (shards placed on a node)
+    GET /v1/membership?detail=0|1                node table + move backlog (meta/membership.py)
+    GET /v1/membership/placed?after=&limit=      {"counts": {node: shards}, "examined", "next"}
 
 The healing COMMANDS need no route of their own: they go through ``POST /v1/command`` like
 every other command (``meta/heal.py``). These reads run exactly as the other reads of
@@ -32,7 +34,7 @@ from aiohttp import web
 
 from blobstore.core.errors import Invalid
 from blobstore.core.records import ClusterMap, NodeRole, NodeState
-from blobstore.meta import heal_reads
+from blobstore.meta import heal_reads, membership
 from blobstore.meta.heal_board import HEAL_BOARD, HealBoard
 from blobstore.rpc.server import json_response
 from blobstore.rpc.wire import StorageStatus
@@ -75,6 +77,8 @@ def add_heal_routes(app: web.Application, host: HealHost | None = None) -> None:
     app.router.add_get("/v1/heal/fsck", handle_fsck_page)
     app.router.add_get("/v1/heal/gc", handle_gc_page)
     app.router.add_get("/v1/heal/placed", handle_placed_page)
+    app.router.add_get("/v1/membership", handle_membership)
+    app.router.add_get("/v1/membership/placed", handle_placed_counts)
 
 
 def note_heartbeat(app: web.Application, body: bytes) -> None:
@@ -156,3 +160,19 @@ async def handle_placed_page(request: web.Request) -> web.Response:
                                                 _query(request, "node"),
                                                 _query(request, "after"), _limit(request))
     return _answer(page, stale)
+
+
+async def handle_membership(request: web.Request) -> web.Response:
+    value, stale = await _host(request.app).read(
+        request, lambda state, now_ns, detail: membership.membership_status(
+            state.env, state.dbs, now_ns, detail),
+        time.time_ns(), _query(request, "detail", "1") != "0")
+    return _answer(value, stale)
+
+
+async def handle_placed_counts(request: web.Request) -> web.Response:
+    value, stale = await _host(request.app).read(
+        request, lambda state, after, limit: membership.placed_counts(state.env, state.dbs,
+                                                                      after, limit),
+        _query(request, "after"), _limit(request, 20_000))
+    return _answer(value, stale)

@@ -20,7 +20,12 @@ Rules:
 4. Never dies of an error: a failed round is logged (at most once a minute) and retried
    at the next tick. Ticks are ``interval_s`` apart.
 
-Start it from the meta app's ``cleanup_ctx`` AFTER the service context (so it stops first):
+A second task runs on EVERY replica: ``MemberSync`` copies the replicated node table
+(``meta/membership.py``) from the local state into the replica's failure detector every
+``MEMBER_SYNC_S``, so the cluster map shows nodes added at run time, draining and removed
+ones, and a detector made anew (a new leader's) has the table within one period.
+
+Start them from the meta app's ``cleanup_ctx`` AFTER the service context (so they stop first):
 
     app.cleanup_ctx.append(heal_tasks.context_for_app(config, node))
 """
@@ -31,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -39,6 +44,7 @@ from blobstore.config import ClusterConfig, NodeConfig
 from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import ClusterMap, NodeRole, NodeState
 from blobstore.meta.heal_board import HEAL_BOARD, HealBoard
+from blobstore.meta.membership import Member
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.heal_client import HealClient
 from blobstore.rpc.meta_client import MetaClient
@@ -46,6 +52,7 @@ from blobstore.rpc.meta_client import MetaClient
 log = logging.getLogger(__name__)
 INTERVAL_S = 1.0
 WARN_EVERY_S = 60.0
+MEMBER_SYNC_S = 0.25
 
 
 class DownMarker:
@@ -143,11 +150,52 @@ def down_marker_context(config: ClusterConfig, node: NodeConfig,
     return context
 
 
+class MemberSync:
+    """Copy the node table into the failure detector (module docstring)."""
+
+    def __init__(self, read_members: Callable[[], Awaitable[list[Member] | None]],
+                 apply: Callable[[list[Member]], None]) -> None:
+        self.read_members = read_members
+        self.apply = apply
+
+    async def run_once(self) -> None:
+        members = await self.read_members()
+        if members is not None:
+            self.apply(members)
+
+    async def run(self, interval_s: float = MEMBER_SYNC_S) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (BlobstoreError, OSError) as exc:  # the store is being restored, say
+                log.debug("member sync: %s", exc)
+            await asyncio.sleep(interval_s)
+
+
+def member_sync_context(read_members: Callable[[web.Application],
+                                               Awaitable[list[Member] | None]],
+                        apply: Callable[[web.Application, list[Member]], None], *,
+                        interval_s: float = MEMBER_SYNC_S,
+                        ) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        sync = MemberSync(lambda: read_members(app), lambda members: apply(app, members))
+        task = asyncio.create_task(sync.run(interval_s), name="member-sync")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context
+
+
 def context_for_app(config: ClusterConfig,
                     node: NodeConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    """``down_marker_context`` for ``meta/app.py``: its RUNTIME says who leads and holds the
-    leader's failure detector."""
+    """``down_marker_context`` and ``member_sync_context`` for ``meta/app.py``: its RUNTIME
+    says who leads and holds the replica's failure detector and state."""
     from blobstore.meta import app as meta_app  # here: app.py imports this module
+    from blobstore.meta.membership import list_members
 
     def is_leader(app: web.Application) -> bool:
         return bool(app[meta_app.RUNTIME].is_leader())
@@ -155,4 +203,23 @@ def context_for_app(config: ClusterConfig,
     def cluster_map(app: web.Application) -> ClusterMap:
         return app[meta_app.RUNTIME].detector.cluster_map(time.monotonic())
 
-    return down_marker_context(config, node, is_leader, cluster_map)
+    async def read_members(app: web.Application) -> list[Member] | None:
+        service = app[meta_app.RUNTIME].service
+        store = service.store if service is not None else None
+        if store is None:
+            return None
+        return await store.read(lambda state: list_members(state.env, state.dbs))
+
+    def apply(app: web.Application, members: list[Member]) -> None:
+        app[meta_app.RUNTIME].detector.set_members(members, time.monotonic())
+
+    marker = down_marker_context(config, node, is_leader, cluster_map)
+    sync = member_sync_context(read_members, apply)
+
+    async def both(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(contextlib.asynccontextmanager(sync)(app))
+            await stack.enter_async_context(contextlib.asynccontextmanager(marker)(app))
+            yield
+
+    return both

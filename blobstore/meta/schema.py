@@ -15,6 +15,8 @@ its client session and ``last_applied`` are written in one transaction.
 | ``gc``            | segment id                                  | empty: refcount is 0, or a GcMark (meta/heal.py) |
 | ``repair_leases`` | segment id                                  | RepairLease (meta/heal.py)   |
 | ``users``         | access key (UTF-8)                          | User (msgpack)               |
+| ``members``       | node id (UTF-8)                             | Member (meta/membership.py)  |
+| ``moves``         | segment id                                  | MoveTask (meta/membership.py)|
 | ``sessions``      | client id + NUL + sequence (u64 BE)         | Outcome (msgpack)            |
 | ``session_heads`` | client id                                   | SessionHead (msgpack)        |
 | ``session_idle``  | last index (u64 BE) + client id             | empty: expiry order          |
@@ -52,7 +54,7 @@ from blobstore.core.records import Bucket, ObjectSummary, ObjectVersion, RepairT
 
 DB_NAMES = ("meta", "buckets", "objects", "segments", "repair_queue", "repair_index",
             "degraded", "gc", "users", "sessions", "session_heads", "session_idle", "log",
-            "repair_leases", "uploads", "upload_index", "parts")
+            "repair_leases", "uploads", "upload_index", "parts", "members", "moves")
 MAX_DBS = 32  # room for the sub-dbs of later issues (leases, raft state)
 LAST_APPLIED_KEY = b"last_applied"
 INLINE_KEY_BYTES = 480  # + 16 hash bytes stays under LMDB's 511-byte key limit
@@ -103,6 +105,8 @@ class Dbs:
     uploads: lmdb._Database
     upload_index: lmdb._Database
     parts: lmdb._Database
+    members: lmdb._Database
+    moves: lmdb._Database
 
 
 def open_dbs(env: lmdb.Environment) -> Dbs:

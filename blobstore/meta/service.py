@@ -344,7 +344,9 @@ class MetaService:
         if soft.role == "leader":
             if self._leader_since_s is None:
                 self._leader_since_s = time.monotonic()
+                members = self.detector.members  # the node table, until the next sync
                 self.detector = FailureDetector(self.config, started_s=time.monotonic())
+                self.detector.set_members(members, time.monotonic())
                 log.info("%s is the leader", self.node.id)
         else:
             if self._leader_since_s is not None:

@@ -29,6 +29,8 @@ from blobstore.rpc.heal_wire import (
     GcPage,
     HealStatus,
     LeaseResult,
+    MembershipStatus,
+    MoveLeaseResult,
     PlacedPage,
     WorkerStatus,
 )
@@ -93,6 +95,47 @@ class HealClient:
         result = await self.meta.command({"type": "gc_finish", "segment_ids": segment_ids,
                                           "node_id": node_id})
         return [str(segment_id) for segment_id in result["finished"]]
+
+    # ---- moves (storage membership, meta/membership.py) ---------------------------------
+
+    async def lease_moves(self, node_id: str, lease_s: float, max_tasks: int,
+                          now_ns: int | None = None) -> MoveLeaseResult:
+        result = await self.meta.command({
+            "type": "lease_moves", "node_id": node_id, "lease_s": lease_s,
+            "now_ns": time.time_ns() if now_ns is None else now_ns, "max_tasks": max_tasks})
+        return msgspec.convert(result, MoveLeaseResult)
+
+    async def complete_move(self, segment_id: str, expected: list[str | None],
+                            new: list[str | None], moved: list[int],
+                            node_id: str) -> dict[str, Any]:
+        """Commit a move (compare-and-set on the placement); Conflict if it moved."""
+        return await self.meta.command({
+            "type": "complete_move", "segment_id": segment_id, "expected_placement": expected,
+            "new_placement": new, "moved": moved, "node_id": node_id})
+
+    async def fail_move(self, segment_id: str, node_id: str, retry_after_s: float,
+                        reason: str, now_ns: int | None = None) -> None:
+        await self.meta.command({
+            "type": "fail_move", "segment_id": segment_id, "node_id": node_id,
+            "now_ns": time.time_ns() if now_ns is None else now_ns,
+            "retry_after_s": retry_after_s, "reason": reason})
+
+    async def membership(self, detail: bool = True) -> MembershipStatus:
+        """The node table and the move backlog (``detail``: per node, leased, stuck)."""
+        payload = await self._get("/v1/membership", {"detail": "1" if detail else "0"})
+        return msgspec.json.decode(payload, type=MembershipStatus)
+
+    async def placed_counts(self) -> dict[str, int]:
+        """Shards live segments place on each node (a walk over every segment)."""
+        counts: dict[str, int] = {}
+        after: str | None = ""
+        while after is not None:
+            page = msgspec.json.decode(await self._get(
+                "/v1/membership/placed", {"after": after, "limit": "20000"}))
+            for node, count in page["counts"].items():
+                counts[node] = counts.get(node, 0) + int(count)
+            after = page.get("next")
+        return counts
 
     # ---- reads ---------------------------------------------------------------------------
 

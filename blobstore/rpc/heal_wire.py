@@ -8,6 +8,8 @@ as in ``rpc/wire.py``: fields are added with a default, never removed or re-purp
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from blobstore.core.records import RepairTask, Segment
@@ -113,3 +115,40 @@ class WorkerStatus(msgspec.Struct, frozen=True):
     last_pass_completed_s: float = 0.0
     last_error: str = ""
     counters: dict[str, int] = {}
+
+
+# ---- storage membership: move tasks (meta/membership.py) ---------------------------------------
+
+
+class ShardMove(msgspec.Struct, frozen=True):
+    index: int
+    source: str  # the node the shard leaves
+    target: str = ""  # where it goes; "" = the mover chooses
+
+
+class MoveTask(msgspec.Struct, frozen=True):
+    segment_id: str
+    moves: list[ShardMove]
+    reason: str = ""
+
+
+class LeasedMove(msgspec.Struct, frozen=True):
+    task: MoveTask
+    segment: Segment
+
+
+class MoveLeaseResult(msgspec.Struct, frozen=True):
+    tasks: list[LeasedMove]
+    lease_until_ns: int = 0
+
+
+class MembershipStatus(msgspec.Struct, frozen=True):
+    """``GET /v1/membership``: the node table and the move backlog."""
+
+    members: list[dict[str, Any]] = []
+    move_backlog: int = 0  # segments with a queued move
+    moves_leased: int = 0
+    moves_stuck: int = 0
+    stuck_reasons: list[str] = []
+    moves_from: dict[str, int] = {}  # node -> shards queued to leave it
+    moves_to: dict[str, int] = {}  # node -> shards queued to come to it (rebalance)

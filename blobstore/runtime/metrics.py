@@ -266,8 +266,11 @@ def set_cluster_nodes(nodes: Iterable[ClusterNode]) -> None:
     for gauge in (up, state, capacity, used, shards):
         gauge.clear()
     for n in nodes:
-        up.labels(n.node, n.role, n.zone).set(1 if n.state == "up" else 0)
         state.labels(n.node, n.state).set(1)
+        if n.state == "removed":
+            continue  # gone from the cluster on purpose: not "down", and holds nothing
+        # A draining node is alive and serving reads: up, so that no NodeDown alert fires.
+        up.labels(n.node, n.role, n.zone).set(1 if n.state in ("up", "draining") else 0)
         if n.role == "storage":
             capacity.labels(n.node, n.zone).set(n.capacity_bytes)
             used.labels(n.node, n.zone).set(n.used_bytes)

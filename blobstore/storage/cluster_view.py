@@ -40,14 +40,16 @@ def storage_nodes(cluster_map: ClusterMap) -> list[NodeView]:
 
 
 def up_ids(cluster_map: ClusterMap) -> set[str]:
-    """Storage nodes that may be written to now."""
+    """Storage nodes that may be written to now (not draining, not removed)."""
     return {view.id for view in storage_nodes(cluster_map) if view.state == NodeState.UP}
 
 
 def readable_ids(cluster_map: ClusterMap) -> set[str]:
-    """Storage nodes worth asking for a shard (up, or merely late with a heartbeat)."""
+    """Storage nodes worth asking for a shard (up, draining, or merely late with a
+    heartbeat). A draining node serves reads until its shards have moved; it takes no
+    new ones (``up_ids`` leaves it out, so repairs and moves never write to it)."""
     return {view.id for view in storage_nodes(cluster_map)
-            if view.state in (NodeState.UP, NodeState.SUSPECT)}
+            if view.state in (NodeState.UP, NodeState.SUSPECT, NodeState.DRAINING)}
 
 
 def candidates(cluster_map: ClusterMap) -> list[Candidate]:

@@ -26,6 +26,20 @@ One segment (``repair_one``):
    node to write to) is reported with ``fail_repair``: meta backs it off for
    ``repair_retry_s`` and shows it as stuck.
 
+Moves (``meta/membership.py``: a drain, a rebalance) are the same machinery with the
+placement never cleared: when no repair is left to lease, the pass leases move tasks
+(``lease_moves``), and for each (``move_one``):
+
+1. Read the shard from the node it leaves (checked against the record's xxh3); if that copy
+   is missing or bad, rebuild it from ``data_shards`` others as a repair would.
+2. Write it to the task's target, or (target "") to the best up node that holds no shard
+   of the segment (``plan_targets`` with the leaving nodes counted as not up): never to a
+   draining or removed node.
+3. ``complete_move``: compare-and-set of the placement read at lease time. Until that
+   commit the old copy is the placed one; after it the new one is, and the old file, now
+   unplaced, is reclaimed by its node's inventory after ``gc_grace_s``. The segment has
+   k+m placed, written shards at every moment.
+
 Throttling: every shard read and written goes through one ``Pacer`` of
 ``repair_rate_bytes_per_s`` per node, so foreground traffic keeps its share of disks and
 network; decode and encode run in the node's bounded thread pool.
@@ -45,7 +59,7 @@ from blobstore.core.ids import shard_id
 from blobstore.core.records import ClusterMap, Segment
 from blobstore.core.repair_plan import plan_targets, shards_to_rebuild, source_order
 from blobstore.rpc.heal_client import HealClient
-from blobstore.rpc.heal_wire import LeasedTask
+from blobstore.rpc.heal_wire import LeasedMove, LeasedTask, ShardMove
 from blobstore.rpc.meta_client import MetaClient
 from blobstore.rpc.storage_client import StorageClient
 from blobstore.runtime.workers import Pacer, PeriodicWorker
@@ -102,20 +116,27 @@ class Repairer(PeriodicWorker):
         self._leased_this_pass = 0
         self._nudged = False
         self._idle: tuple[int, float] | None = None  # (backlog, when) of a fruitless pass
+        self._pending_moves: list[LeasedMove] = []
+        self._moves_idle: tuple[int, float] | None = None
 
     def wake(self) -> None:
         self._nudged = True
         super().wake()
 
     async def run_once(self) -> None:
-        """Drain what meta will lease to this node (nothing to do: one cheap read).
+        """Drain what meta will lease to this node: repairs first, then moves (nothing to
+        do: two cheap reads).
 
         When the last pass found only tasks it could not lease (leased elsewhere, backing
         off after a failure) and the backlog has not changed, an unprompted pass within
         ``retry_s`` asks nothing more: a stuck backlog costs no log entries.
         """
-        backlog = int((await self.meta.status()).get("repair_backlog") or 0)
         nudged, self._nudged = self._nudged, False
+        await self._repair_pass(nudged)
+        await self._move_pass(nudged)
+
+    async def _repair_pass(self, nudged: bool) -> None:
+        backlog = int((await self.meta.status()).get("repair_backlog") or 0)
         if not backlog:
             return
         now = time.monotonic()
@@ -148,6 +169,121 @@ class Repairer(PeriodicWorker):
                 self._leased_this_pass += len(result.tasks)
                 self.count("leased", len(result.tasks))
             return self._pending.pop(0) if self._pending else None
+
+    # ---- moves -----------------------------------------------------------------------------
+
+    async def _move_pass(self, nudged: bool) -> None:
+        backlog = (await self.heal.membership(detail=False)).move_backlog
+        if not backlog:
+            return
+        now = time.monotonic()
+        if not nudged and self._moves_idle is not None and self._moves_idle[0] == backlog \
+                and now - self._moves_idle[1] < self.settings.retry_s:
+            return
+        self._leases = 0
+        self._leased_this_pass = 0
+        await asyncio.gather(*(self._move_work() for _ in range(self.settings.concurrency)))
+        self._moves_idle = (backlog, now) if not self._leased_this_pass else None
+
+    async def _move_work(self) -> None:
+        while (leased := await self._next_move()) is not None:
+            try:
+                outcome = await self.move_one(leased)
+            except BlobstoreError as exc:  # meta or the network failed us: the lease expires
+                outcome = "move_error"
+                log.warning("move of %s failed: %s", leased.segment.id[:16], exc)
+            self.count(outcome)
+
+    async def _next_move(self) -> LeasedMove | None:
+        async with self._lease_lock:
+            if not self._pending_moves and self._leases < self.settings.max_leases_per_pass:
+                self._leases += 1
+                result = await self.heal.lease_moves(self.node_id, self.settings.lease_s,
+                                                     self.settings.concurrency)
+                if not result.tasks:
+                    self._leases = self.settings.max_leases_per_pass
+                self._pending_moves = list(result.tasks)
+                self._leased_this_pass += len(result.tasks)
+                self.count("moves_leased", len(result.tasks))
+            return self._pending_moves.pop(0) if self._pending_moves else None
+
+    async def move_one(self, leased: LeasedMove) -> str:
+        """Move one leased segment's shards; 'moved', 'move_partial', 'move_conflict',
+        'move_failed' or 'move_moot'."""
+        segment = leased.segment
+        moves = [m for m in leased.task.moves
+                 if 0 <= m.index < segment.total_shards
+                 and segment.placement[m.index] == m.source]
+        if not moves:
+            return "move_moot"
+        cluster_map = await self.view.current()
+        try:
+            shards = await self._read_for_move(segment, moves, cluster_map)
+            written = await self._write_moves(segment, shards, moves, cluster_map)
+        except _Skip as skip:
+            log.warning("cannot move shards of segment %s now: %s", segment.id[:16], skip)
+            await self.heal.fail_move(segment.id, self.node_id, self.settings.retry_s,
+                                      str(skip))
+            return "move_failed"
+        new_placement = list(segment.placement)
+        for index, node in written.items():
+            new_placement[index] = node
+        try:
+            await self.heal.complete_move(segment.id, segment.placement, new_placement,
+                                          sorted(written), self.node_id)
+        except Conflict as exc:
+            log.info("move of %s lost its compare-and-set: %s", segment.id[:16], exc.message)
+            return "move_conflict"
+        self.count("shards_moved", len(written))
+        return "moved" if len(written) == len(moves) else "move_partial"
+
+    async def _read_for_move(self, segment: Segment, moves: list[ShardMove],
+                             cluster_map: ClusterMap) -> dict[int, bytes]:
+        """Each moving shard's payload: copied from its node, else rebuilt from others."""
+        indexes = [m.index for m in moves]
+        copied = await asyncio.gather(*(self._fetch_one(segment, i, cluster_map)
+                                        for i in indexes))
+        shards = {i: payload for i, payload in zip(indexes, copied, strict=True)
+                  if isinstance(payload, bytes)}
+        missing = [i for i in indexes if i not in shards]
+        if missing:
+            rebuilt, _ = await self._rebuild(segment, missing, cluster_map)
+            shards.update({i: rebuilt[i] for i in missing if i in rebuilt})
+        return shards
+
+    async def _write_moves(self, segment: Segment, shards: dict[int, bytes],
+                           moves: list[ShardMove], cluster_map: ClusterMap) -> dict[int, str]:
+        """Put each moving shard on its new node; index -> node that has it now."""
+        up = cluster_view.up_ids(cluster_map) - {m.source for m in moves}
+        named = {m.index: m.target for m in moves if m.target and m.index in shards}
+        for index, target in named.items():
+            if target not in up or target in segment.placement:
+                raise _Skip(f"target {target} of shard {index} is not an up storage node "
+                            "free of this segment")
+        free = [m.index for m in moves if not m.target and m.index in shards]
+        plan = plan_targets(segment, free, cluster_view.candidates(cluster_map),
+                            up - set(named.values()))
+        targets = {**plan.targets, **named}
+        spares = list(plan.spares)
+
+        async def put_one(index: int, node: str) -> tuple[int, str | None]:
+            while True:
+                try:
+                    await self._put(segment, index, shards[index], node, cluster_map)
+                    return index, node
+                except BlobstoreError as exc:
+                    log.info("move: writing shard %d of %s to %s failed: %s", index,
+                             segment.id[:16], node, exc.message)
+                    if index in named or not spares:
+                        return index, None
+                    node = spares.pop(0)
+
+        results = await asyncio.gather(*(put_one(i, n) for i, n in targets.items()))
+        written = {index: node for index, node in results if node is not None}
+        if not written:
+            raise _Skip(f"no up storage node could take shards {sorted(shards)} "
+                        f"({len(targets)} had a target)")
+        return written
 
     async def repair_one(self, leased: LeasedTask) -> str:
         """Repair one leased segment; 'repaired', 'partial', 'conflict' or 'failed'."""

@@ -188,6 +188,13 @@ class Cluster:
             self._mount_storage_disks(config)
         return self._config
 
+    def reload_config(self) -> ClusterConfig:
+        """Read cluster.toml again (after ``blobstore node add`` appended a node to it)."""
+        from blobstore.config import load_config
+
+        self._config = load_config(self.directory.config_path)
+        return self._config
+
     def _mount_storage_disks(self, config: ClusterConfig) -> None:
         for node in config.by_role(NodeRole.STORAGE):
             path = Path(node.data_dir)

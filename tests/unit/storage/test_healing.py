@@ -394,3 +394,64 @@ def test_scrub_repair_fsck_find_and_fix_flipped_bytes_and_lost_files(tmp_path):
             assert any(line.startswith("scrub  storage-") for line in heal_status_lines(status))
 
     run(scenario())
+
+
+# ---- moves (drain, rebalance: meta/membership.py) ---------------------------------------------
+
+
+def test_a_drain_moves_every_shard_copy_first_and_never_clears_a_placement(tmp_path):
+    async def scenario() -> None:
+        async with lab(tmp_path, storage=6) as lb:
+            segs = [await lb.put_object(f"k{i}", os.urandom(20_000 + i)) for i in range(12)]
+            on_one = [s for s in segs if "storage-1" in s.placement]
+            assert on_one
+            # One of them has its copy on storage-1 corrupt: the move rebuilds it instead.
+            bad = on_one[0]
+            flip_byte(lb.state("storage-1").open_store.path_of(
+                shard_id(bad.id, bad.placement.index("storage-1"))))
+            lb.meta.states["storage-1"] = NodeState.DRAINING
+            page = await lb.client.command({"type": "drain_node", "node_id": "storage-1",
+                                            "now_ns": time.time_ns()})
+            assert page["queued"] == len(on_one) and page["next"] is None
+            assert (await lb.heal.membership()).moves_from == {"storage-1": len(on_one)}
+            for seg in segs:  # queued, not cleared: nothing is degraded
+                assert (await lb.segment(seg.id)).placement == seg.placement
+            assert (await lb.heal.status()).degraded_segments == 0
+            await asyncio.gather(repairer(lb, "storage-2").run_once(),
+                                 repairer(lb, "storage-3").run_once())
+            assert (await lb.heal.membership()).move_backlog == 0
+            for seg in segs:
+                moved = await lb.check_whole(seg.id)
+                assert "storage-1" not in moved.placement
+            # The old copies stay until storage-1's inventory finds them unplaced.
+            good = on_one[-1]
+            assert lb.state("storage-1").open_store.path_of(
+                shard_id(good.id, good.placement.index("storage-1"))).exists()
+            counters = [repairer(lb, n).status().counters for n in ("storage-2", "storage-3")]
+            assert sum(c.get("moved", 0) for c in counters) == len(on_one)
+            assert lb.meta.problems() == []
+
+    run(scenario())
+
+
+def test_a_rebalance_move_goes_to_its_named_target_and_loses_a_stale_compare_and_set(tmp_path):
+    async def scenario() -> None:
+        async with lab(tmp_path, storage=5) as lb:
+            seg = await lb.put_object("k", os.urandom(30_000))
+            target = next(n for n in lb.storage_ids() if n not in seg.placement)
+            source = seg.placement[1]
+            candidates = [[n, "z1", 1.0] for n in lb.storage_ids()]
+            page = await lb.client.command({
+                "type": "rebalance_node", "node_id": target, "candidates": candidates,
+                "mode": "donors", "donors": [source], "budget": 5, "now_ns": time.time_ns()})
+            assert page["queued"] == 1
+            leased = (await lb.heal.lease_moves("storage-9", 60, 4)).tasks
+            assert [m.target for m in leased[0].task.moves] == [target]
+            assert await repairer(lb, target).move_one(leased[0]) == "moved"
+            moved = await lb.check_whole(seg.id)
+            assert moved.placement[1] == target
+            # A second, stale lease of the same placement loses its compare-and-set.
+            assert await repairer(lb, target).move_one(leased[0]) == "move_conflict"
+            assert lb.meta.problems() == []
+
+    run(scenario())
