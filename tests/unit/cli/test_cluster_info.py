@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from blobstore.client.cluster_info import build_locate, build_status, shard_path
@@ -98,6 +99,10 @@ def test_pid_file_round_trip_and_liveness(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
                                 "blobstore"])
     try:
+        # Until the child has exec'd, /proc shows the parent's command line: give it time.
+        deadline = time.monotonic() + 10
+        while not pid_alive(sleeper.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert pid_alive(sleeper.pid)
     finally:
         sleeper.kill()
