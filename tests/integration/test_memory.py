@@ -45,3 +45,45 @@ def test_one_gib_upload_keeps_gateway_peak_rss_under_300_mib(cluster, s3, tmp_pa
     print(f"gateway peak RSS after reading it back: {peak / MIB:.1f} MiB")
     assert peak < GATEWAY_RSS_CEILING_BYTES
     s3.delete_object(Bucket="big", Key="one-gib")
+
+
+def test_four_concurrent_one_gib_uploads_keep_gateway_peak_rss_under_300_mib(cluster, s3,
+                                                                             tmp_path):
+    """Issue #7's ceiling: four 1 GiB uploads at once, every 4 MiB segment distinct."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3.create_bucket(Bucket="big4")
+    paths, digests = [], []
+    for number in range(4):
+        rng = random.Random(number)
+        path = tmp_path / f"gib-{number}"
+        digest = hashlib.sha256()
+        with open(path, "wb") as handle:
+            for _ in range(64):
+                chunk = rng.randbytes(16 * MIB)
+                digest.update(chunk)
+                handle.write(chunk)
+        paths.append(path)
+        digests.append(digest.hexdigest())
+    gateway_pid = cluster.pid("gateway-1")
+    before = peak_rss_bytes(gateway_pid)
+
+    def upload(number: int) -> None:
+        with open(paths[number], "rb") as body:
+            s3.put_object(Bucket="big4", Key=f"gib-{number}", Body=body)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(upload, range(4)))
+    peak = peak_rss_bytes(gateway_pid)
+    print(f"gateway peak RSS: {before / MIB:.1f} MiB before, {peak / MIB:.1f} MiB after "
+          "four concurrent 1 GiB uploads")
+    assert peak < GATEWAY_RSS_CEILING_BYTES
+    for number, path in enumerate(paths):
+        path.unlink()
+        readback = hashlib.sha256()
+        body = s3.get_object(Bucket="big4", Key=f"gib-{number}")["Body"]
+        for chunk in body.iter_chunks(4 * MIB):
+            readback.update(chunk)
+        assert readback.hexdigest() == digests[number]
+        s3.delete_object(Bucket="big4", Key=f"gib-{number}")
