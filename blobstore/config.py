@@ -83,10 +83,11 @@ class ClusterConfig:
     inline_max_bytes: int = 16 * 1024  # objects up to this size live in their meta record; 0: never
     down_after_s: float = 600.0
     scrub_interval_s: float = 7 * 86400.0
-    scrub_rate_bytes_per_s: int = 64 * MIB  # per storage node; 0 = unthrottled
+    # Background rates are per storage node; a machine hosting several nodes pays them all.
+    scrub_rate_bytes_per_s: int = 16 * MIB  # per storage node (9.4 TiB a week); 0 = unthrottled
     gc_grace_s: float = 3600.0
     # Self-healing workers of the storage nodes (storage/repairer.py, inventory.py, collector.py)
-    repair_rate_bytes_per_s: int = 64 * MIB  # per node, shard bytes read + written; 0 = unthrottled
+    repair_rate_bytes_per_s: int = 16 * MIB  # per node, shard bytes read + written; 0 = unthrottled
     repair_concurrency: int = 4  # segments one node repairs at once
     repair_lease_s: float = 60.0  # a leased repair task returns to the queue after this
     repair_retry_s: float = 30.0  # back-off after a failed repair attempt

@@ -111,8 +111,10 @@ class Pacer:
 
     def __init__(self, rate_bytes_per_s: float, *, burst_s: float = 0.2,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 share: Callable[[], float] = lambda: 1.0) -> None:
         self.rate_bytes_per_s = rate_bytes_per_s
+        self.share = share  # fraction of the rate allowed now (runtime/cpu_load.py)
         self.burst_s = burst_s
         self._monotonic = monotonic
         self._sleep = sleep
@@ -123,7 +125,8 @@ class Pacer:
         if self.rate_bytes_per_s <= 0 or nbytes <= 0:
             return
         now = self._monotonic()
-        self._next_free_s = max(self._next_free_s, now) + nbytes / self.rate_bytes_per_s
+        rate = self.rate_bytes_per_s * max(self.share(), 0.01)
+        self._next_free_s = max(self._next_free_s, now) + nbytes / rate
         delay = self._next_free_s - now - self.burst_s  # up to burst_s of credit runs ahead
         if delay > 0:
             await self._sleep(delay)

@@ -62,6 +62,7 @@ from blobstore.rpc.heal_client import HealClient
 from blobstore.rpc.heal_wire import LeasedMove, LeasedTask, ShardMove
 from blobstore.rpc.meta_client import MetaClient
 from blobstore.rpc.storage_client import StorageClient
+from blobstore.runtime import cpu_load
 from blobstore.runtime.workers import Pacer, PeriodicWorker
 from blobstore.storage import cluster_view
 from blobstore.storage.cluster_view import ClusterView
@@ -109,7 +110,12 @@ class Repairer(PeriodicWorker):
         self.view = view
         self.compute = compute
         self.local = local
+        # Repairs of a segment one more loss away from unreadable run at the configured rate;
+        # everything else (moves, repairs with redundancy left) also yields to a busy
+        # machine (runtime/cpu_load.py).
         self.pacer = Pacer(self.settings.rate_bytes_per_s)
+        self.yielding_pacer = Pacer(self.settings.rate_bytes_per_s,
+                                    share=cpu_load.MACHINE.background_share)
         self._pending: list[LeasedTask] = []
         self._lease_lock = asyncio.Lock()
         self._leases = 0
@@ -345,12 +351,17 @@ class Repairer(PeriodicWorker):
                     bad.add(index)
         return good, bad
 
+    def _pacer_for(self, segment: Segment) -> Pacer:
+        placed = sum(node is not None for node in segment.placement)
+        return self.pacer if placed <= segment.data_shards + 1 else self.yielding_pacer
+
     async def _fetch_one(self, segment: Segment, index: int,
                          cluster_map: ClusterMap) -> bytes | str:
         node = segment.placement[index]
         assert node is not None, "source_order names only placed shards"
         sid = shard_id(segment.id, index)
-        await self.pacer.consume(ec.EcPolicy(segment.data_shards, 0).shard_size(segment.length))
+        await self._pacer_for(segment).consume(
+            ec.EcPolicy(segment.data_shards, 0).shard_size(segment.length))
         try:
             if node == self.node_id and self.local is not None:
                 payload = await self.local.get(sid)
@@ -402,7 +413,7 @@ class Repairer(PeriodicWorker):
                    cluster_map: ClusterMap) -> None:
         sid = shard_id(segment.id, index)
         checksum = segment.shard_xxh3[index]
-        await self.pacer.consume(len(payload))
+        await self._pacer_for(segment).consume(len(payload))
         if node == self.node_id and self.local is not None:
             await self.local.put(sid, payload, segment.data_shards, segment.parity_shards,
                                  segment.length, checksum)

@@ -6,7 +6,8 @@ Rules:
   quarantined by the store (never served again) and reported to meta, which queues the
   segment for repair.
 - Reads are paced to ``rate_bytes_per_s`` (0 = as fast as the disk goes) so that scrubbing
-  never starves foreground traffic.
+  never starves foreground traffic, and slowed further while the machine's CPUs are busy
+  (``runtime/cpu_load.py``; a paced scrub never stops, it only yields).
 - A pass starts every ``interval_s`` (measured from the start of the previous pass), or at
   once when asked (``request_pass``: ``blobstore scrub``). Progress is kept in ``status()``
   and sent with the heartbeats.
@@ -24,6 +25,8 @@ from dataclasses import dataclass, replace
 
 from blobstore.core.errors import BlobstoreError, Corrupt, NoSuchShard
 from blobstore.core.ids import parse_shard_id
+from blobstore.runtime import cpu_load
+from blobstore.runtime.workers import Pacer
 from blobstore.storage.shard_store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -86,13 +89,14 @@ class Scrubber:
         self._status = replace(self._status, pass_running=True, pass_started_s=time.time(),
                                shards_checked=0, bytes_checked=0,
                                shards_total=stats.shard_count)
-        started = time.monotonic()
+        pacer = Pacer(self.rate_bytes_per_s, share=cpu_load.MACHINE.background_share)
         after = ""
         while True:
             page, after_next = await self.call(self.store.list, after, PAGE_SIZE)
             for info in page:
+                checked = self._status.bytes_checked
                 await self._check(info.shard_id)
-                await self._pace(started)
+                await pacer.consume(self._status.bytes_checked - checked)
             if after_next is None:
                 break
             after = after_next
@@ -122,10 +126,3 @@ class Scrubber:
         self._status = replace(self._status, shards_checked=self._status.shards_checked + 1,
                                bytes_checked=self._status.bytes_checked + size)
 
-    async def _pace(self, started: float) -> None:
-        if self.rate_bytes_per_s <= 0:
-            return
-        due = started + self._status.bytes_checked / self.rate_bytes_per_s
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
