@@ -110,9 +110,9 @@ class Repairer(PeriodicWorker):
         self.view = view
         self.compute = compute
         self.local = local
-        # Repairs of a segment one more loss away from unreadable run at the configured rate;
-        # everything else (moves, repairs with redundancy left) also yields to a busy
-        # machine (runtime/cpu_load.py).
+        # Repairs of a segment one more loss away from unreadable (k shards placed) run at the
+        # configured rate; everything else (moves, repairs with redundancy left) also yields
+        # to a busy machine (runtime/cpu_load.py).
         self.pacer = Pacer(self.settings.rate_bytes_per_s)
         self.yielding_pacer = Pacer(self.settings.rate_bytes_per_s,
                                     share=cpu_load.MACHINE.background_share)
@@ -353,7 +353,7 @@ class Repairer(PeriodicWorker):
 
     def _pacer_for(self, segment: Segment) -> Pacer:
         placed = sum(node is not None for node in segment.placement)
-        return self.pacer if placed <= segment.data_shards + 1 else self.yielding_pacer
+        return self.pacer if placed <= segment.data_shards else self.yielding_pacer
 
     async def _fetch_one(self, segment: Segment, index: int,
                          cluster_map: ClusterMap) -> bytes | str:
