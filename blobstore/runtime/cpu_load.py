@@ -6,8 +6,9 @@ its CPUs. Like Ceph's ``osd_scrub_load_threshold``, background work therefore lo
 machine's CPU use (``/proc/stat``, all CPUs, sampled at most every ``SAMPLE_S``) and runs at
 its full rate while the CPUs are less than ``IDLE_BELOW`` busy, at ``FLOOR_SHARE`` of it
 when they are more than ``BUSY_ABOVE`` busy, and in between linearly. It never stops: a
-repair under sustained load is slower, not starved, and the repair of a segment one loss
-away from unreadable does not yield at all (``storage/repairer.py``). Where
+repair under sustained load is slower, not starved; the repair of a segment one loss away
+from unreadable and an operator's drain or rebalance do not yield at all
+(``storage/repairer.py``). Where
 ``/proc/stat`` cannot be read the share is 1. In a container ``/proc/stat`` is the host's.
 """
 

@@ -110,13 +110,14 @@ class Repairer(PeriodicWorker):
         self.view = view
         self.compute = compute
         self.local = local
-        # Repairs of a segment one more loss away from unreadable (k shards placed) run at the
-        # configured rate; everything else (moves, repairs with redundancy left) also yields
-        # to a busy machine (runtime/cpu_load.py).
+        # Moves (an operator's drain or rebalance) and repairs of a segment one more loss away
+        # from unreadable (k shards placed) run at the configured rate; repairs with
+        # redundancy left also yield to a busy machine (runtime/cpu_load.py).
         self.pacer = Pacer(self.settings.rate_bytes_per_s)
         self.yielding_pacer = Pacer(self.settings.rate_bytes_per_s,
                                     share=cpu_load.MACHINE.background_share)
         self._pending: list[LeasedTask] = []
+        self._moving = False  # a move pass runs (moves keep the configured rate)
         self._lease_lock = asyncio.Lock()
         self._leases = 0
         self._leased_this_pass = 0
@@ -188,7 +189,11 @@ class Repairer(PeriodicWorker):
             return
         self._leases = 0
         self._leased_this_pass = 0
-        await asyncio.gather(*(self._move_work() for _ in range(self.settings.concurrency)))
+        self._moving = True
+        try:
+            await asyncio.gather(*(self._move_work() for _ in range(self.settings.concurrency)))
+        finally:
+            self._moving = False
         self._moves_idle = (backlog, now) if not self._leased_this_pass else None
 
     async def _move_work(self) -> None:
@@ -352,6 +357,8 @@ class Repairer(PeriodicWorker):
         return good, bad
 
     def _pacer_for(self, segment: Segment) -> Pacer:
+        if self._moving:
+            return self.pacer  # an operator's drain or rebalance: the configured rate
         placed = sum(node is not None for node in segment.placement)
         return self.pacer if placed <= segment.data_shards else self.yielding_pacer
 

@@ -25,7 +25,9 @@ def test_burst_is_shed_fast_and_recovers(tmp_path):
                  settings={"gateway_max_requests": CAPACITY}) as cluster:
         s3 = s3_client(cluster)
         s3.create_bucket(Bucket="burst")
-        data = os.urandom(4 * 1024 * 1024)
+        # Large enough that CAPACITY reads at once take longer than the admission queue
+        # waits (0.5 s), however fast the gateway is: the rest must be shed.
+        data = os.urandom(64 * 1024 * 1024)
         s3.put_object(Bucket="burst", Key="obj", Body=data)
         url = sigv4.presign_url("GET", f"{cluster.endpoint}/burst/obj",
                                 cluster.credentials.access_key, cluster.credentials.secret_key,
@@ -35,10 +37,14 @@ def test_burst_is_shed_fast_and_recovers(tmp_path):
         results: list[tuple[int, float, bytes]] = []
         lock = threading.Lock()
 
+        start_together = threading.Barrier(10 * CAPACITY)
+
         def one() -> None:
-            started = time.monotonic()
             connection = http.client.HTTPConnection(host, int(port), timeout=30)
             try:
+                connection.connect()
+                start_together.wait(30)
+                started = time.monotonic()
                 connection.request("GET", path)
                 response = connection.getresponse()
                 body = response.read()
