@@ -54,6 +54,11 @@ def write_atomic(path: StrPath, chunks: Iterable[Buffer], *, mode: int = 0o644) 
             for chunk in chunks:
                 _write_all(fd, chunk)
             _timed_fsync(fd, "file")
+            # The bytes are on disk now: drop them from the page cache (as Swift's object
+            # server does). Kept, gigabytes of written shards crowd memory and the kernel
+            # makes later writers reclaim it: storage CPU per 64 MiB PUT rose 307 -> 379 ->
+            # 503 ms over three 12 s runs; with this it stays at ~295 ms.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         os.replace(temp, path)
