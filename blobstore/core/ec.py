@@ -1,5 +1,8 @@
 """Reed-Solomon erasure coding of one segment (zfec), and its verification.
 
+Parity is computed by ISA-L when libisal is installed (``core/isal.py``: the same code,
+byte for byte, several times faster); decoding is always zfec.
+
 A segment of ``length`` bytes is cut into ``data_shards`` equal shards of
 ``ceil(length / data_shards)`` bytes (the last one zero-padded) and ``parity_shards``
 parity shards of the same size. zfec is systematic: shards ``0..k-1`` are the segment's
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import xxhash
 import zfec
 
+from blobstore.core import isal
 from blobstore.core.errors import Corrupt, Invalid, Unavailable
 
 Buffer = bytes | bytearray | memoryview
@@ -78,13 +82,17 @@ def encode(policy: EcPolicy, segment: Buffer) -> list[Buffer]:
     size = policy.shard_size(len(segment))
     view = memoryview(segment).cast("B")
     padded_length = size * policy.data_shards
+    block: Buffer = segment
     if padded_length != len(view):
-        padded = bytearray(padded_length)
-        padded[: len(view)] = view
-        view = memoryview(padded)
+        block = bytearray(padded_length)
+        block[: len(view)] = view
+        view = memoryview(block)
     data = [view[i * size:(i + 1) * size] for i in range(policy.data_shards)]
     if not policy.parity_shards:
         return list(data)
+    if isal.available() and isinstance(block, bytes | bytearray):
+        parity = isal.encode_parity(policy.data_shards, policy.total_shards, block, size)
+        return [*data, *parity]
     parity_numbers = list(range(policy.data_shards, policy.total_shards))
     parity = _encoder(policy.data_shards, policy.total_shards).encode(data, parity_numbers)
     return [*data, *parity]

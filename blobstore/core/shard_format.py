@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import xxhash
@@ -83,6 +84,14 @@ class ShardHeader:
 def payload_xxh3(data: Buffer) -> str:
     """xxh3-64 of a shard payload as 16 lowercase hex digits (the wire and header form)."""
     return xxhash.xxh3_64_hexdigest(data)
+
+
+def chunks_xxh3(chunks: Iterable[Buffer]) -> str:
+    """``payload_xxh3`` of the concatenation of ``chunks``, without concatenating them."""
+    hasher = xxhash.xxh3_64()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def validate_xxh3_hex(value: str) -> str:

@@ -51,8 +51,7 @@ def write_atomic(path: StrPath, chunks: Iterable[Buffer], *, mode: int = 0o644) 
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            for chunk in chunks:
-                _write_all(fd, chunk)
+            _writev_all(fd, chunks)
             _timed_fsync(fd, "file")
             # The bytes are on disk now: drop them from the page cache (as Swift's object
             # server does). Kept, gigabytes of written shards crowd memory and the kernel
@@ -69,11 +68,24 @@ def write_atomic(path: StrPath, chunks: Iterable[Buffer], *, mode: int = 0o644) 
     fsync_dir(directory)
 
 
-def _write_all(fd: int, chunk: Buffer) -> None:
-    view = memoryview(chunk).cast("B")
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _writev_all(fd: int, chunks: Iterable[Buffer]) -> None:
+    """Write every chunk, in order, in as few writev calls as the kernel allows.
+
+    A shard arrives as tens of socket-sized chunks; writing them as they are (rather than
+    joining them first) saves a copy of every byte.
+    """
+    views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        while written and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 def fsync_dir(path: StrPath) -> None:

@@ -48,7 +48,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,7 @@ from blobstore.core.ids import parse_shard_id
 from blobstore.core.shard_format import (
     HEADER_SIZE,
     ShardHeader,
+    chunks_xxh3,
     pack_header,
     payload_xxh3,
     unpack_header,
@@ -162,27 +163,33 @@ class ShardStore:
 
     # -- the shard API -------------------------------------------------------------------
 
-    def put(self, shard_id: str, payload: Buffer, data_shards: int, parity_shards: int,
-            segment_length: int, xxh3_hex: str) -> ShardInfo:
-        """Store one shard durably; see rule 2. Returns its index row."""
+    def put(self, shard_id: str, payload: Buffer | Sequence[Buffer], data_shards: int,
+            parity_shards: int, segment_length: int, xxh3_hex: str) -> ShardInfo:
+        """Store one shard durably; see rule 2. Returns its index row.
+
+        ``payload`` may be the chunks it arrived in: they are hashed and written (one
+        writev) as they are, never joined.
+        """
         path = self.path_of(shard_id)
         _, index = parse_shard_id(shard_id)
         validate_xxh3_hex(xxh3_hex)
+        chunks = [payload] if isinstance(payload, bytes | bytearray | memoryview) else payload
+        payload_length = sum(len(chunk) for chunk in chunks)
         header = pack_header(data_shards=data_shards, parity_shards=parity_shards, index=index,
-                             segment_length=segment_length, payload_length=len(payload),
+                             segment_length=segment_length, payload_length=payload_length,
                              payload_xxh3_hex=xxh3_hex)
-        actual = payload_xxh3(payload)
+        actual = chunks_xxh3(chunks)
         if actual != xxh3_hex:
             raise Invalid(f"shard {shard_id}: payload xxh3 is {actual}, not {xxh3_hex}")
-        self._check_space(HEADER_SIZE + len(payload))
+        self._check_space(HEADER_SIZE + payload_length)
         with self.lock_for(shard_id):
             try:
                 make_dirs(path.parent)
-                write_atomic(path, [header, payload])
+                write_atomic(path, [header, *chunks])
                 mtime_ns = os.stat(path).st_mtime_ns
             except OSError as exc:
                 raise _os_error(exc, f"writing shard {shard_id}") from exc
-            info = ShardInfo(shard_id=shard_id, payload_length=len(payload), xxh3=xxh3_hex,
+            info = ShardInfo(shard_id=shard_id, payload_length=payload_length, xxh3=xxh3_hex,
                              segment_length=segment_length, data_shards=data_shards,
                              parity_shards=parity_shards, mtime_ns=mtime_ns)
             self.index.put(info)
