@@ -1,12 +1,19 @@
 """The digests computed while an object streams through the gateway.
 
-- SHA-256 of each segment: its content id (``segments``: content addressing and dedup);
+- BLAKE3-256 of each segment: its content id (``segments``: content addressing and dedup).
+  Segments written before 2026-11-27 have SHA-256 ids; ``is_segment_content`` accepts
+  either, so they still verify on degraded reads and repairs;
 - MD5 of the whole object: the S3 ETag of a single-part upload;
 - SHA-256 of the whole body when the client signed it (``x-amz-content-sha256``);
 - CRC32 / CRC32C / SHA-1 / SHA-256 when the client sent an ``x-amz-checksum-*`` header.
 
-hashlib releases the GIL on buffers over 2 KiB, so these run in worker threads alongside
-the event loop.
+hashlib and blake3 release the GIL on large buffers, so these run in worker threads
+alongside the event loop.
+
+Why BLAKE3 for the content id: it is a cryptographic hash (dedup must not be fooled by a
+crafted collision) at 6.9 GB/s per core here against SHA-256's 1.8 (both hyperthreads
+busy: 13.3 against 2.9 GB/s). In the 64 MiB PUT profile SHA-256 had been 19% of the
+gateway's samples, ~55 ms of CPU per object; degraded reads check every decoded segment.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import hashlib
 import zlib
 from collections.abc import Iterable
 
+import blake3
+
 from blobstore.core.errors import Invalid
 
 Buffer = bytes | bytearray | memoryview
@@ -23,7 +32,30 @@ CHECKSUM_ALGORITHMS = ("crc32", "crc32c", "sha1", "sha256")
 
 
 def segment_id(segment: Buffer) -> str:
-    return hashlib.sha256(segment).hexdigest()
+    """The content id of a segment: hex BLAKE3-256 of its bytes."""
+    return blake3.blake3(segment).hexdigest()
+
+
+def segment_id_of_parts(parts: Iterable[Buffer]) -> str:
+    """``segment_id`` of the concatenation of ``parts``."""
+    hasher = blake3.blake3()
+    for part in parts:
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
+def is_segment_content(parts: Iterable[Buffer], expected_id: str) -> bool:
+    """True if the concatenated ``parts`` are the segment ``expected_id`` names.
+
+    Checks the BLAKE3 id, then the SHA-256 ids of segments written by earlier versions.
+    """
+    parts = list(parts)
+    if segment_id_of_parts(parts) == expected_id:
+        return True
+    legacy = hashlib.sha256()
+    for part in parts:
+        legacy.update(part)
+    return legacy.hexdigest() == expected_id
 
 
 class _Crc32:

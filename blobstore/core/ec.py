@@ -82,17 +82,15 @@ def encode(policy: EcPolicy, segment: Buffer) -> list[Buffer]:
     size = policy.shard_size(len(segment))
     view = memoryview(segment).cast("B")
     padded_length = size * policy.data_shards
-    block: Buffer = segment
     if padded_length != len(view):
-        block = bytearray(padded_length)
-        block[: len(view)] = view
-        view = memoryview(block)
+        padded = bytearray(padded_length)
+        padded[: len(view)] = view
+        view = memoryview(padded)
     data = [view[i * size:(i + 1) * size] for i in range(policy.data_shards)]
     if not policy.parity_shards:
         return list(data)
-    if isal.available() and isinstance(block, bytes | bytearray):
-        parity = isal.encode_parity(policy.data_shards, policy.total_shards, block, size)
-        return [*data, *parity]
+    if isal.available():
+        return [*data, *isal.encode_parity(policy.data_shards, policy.total_shards, data, size)]
     parity_numbers = list(range(policy.data_shards, policy.total_shards))
     parity = _encoder(policy.data_shards, policy.total_shards).encode(data, parity_numbers)
     return [*data, *parity]

@@ -7,7 +7,7 @@ needs less: the ``data_shards`` primary blocks, then only the shards it lost.
   (zfec is systematic: no arithmetic at all), else decoded from any k shards.
 - ``encode_shards``: the wanted shards from the primary blocks: data shards are the blocks
   themselves, parity shards are computed for the wanted indexes only.
-- ``segment_digest``: the SHA-256 (content id) of the segment the blocks hold, the padding
+- ``holds_segment``: whether the blocks hold the segment its content id names, the padding
   of the last block excluded. A repair checks it whenever it had to decode; with every data
   shard verified against its recorded xxh3 the blocks ARE the segment.
 
@@ -18,11 +18,12 @@ the total.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import zfec
 
+from blobstore.core import isal
+from blobstore.core.digests import is_segment_content
 from blobstore.core.ec import Buffer, EcPolicy
 from blobstore.core.errors import Invalid, Unavailable
 
@@ -66,18 +67,22 @@ def encode_shards(policy: EcPolicy, blocks: Sequence[Buffer],
         raise Invalid(f"shard indexes {wanted} out of range for {policy}")
     out: dict[int, Buffer] = {i: blocks[i] for i in wanted if i < policy.data_shards}
     parity = [i for i in wanted if i >= policy.data_shards]
-    if parity:
+    if parity and isal.available():
+        encoded = isal.encode_parity(policy.data_shards, policy.total_shards, blocks,
+                                     len(blocks[0]))
+        out.update((i, encoded[i - policy.data_shards]) for i in parity)
+    elif parity:
         encoded = _encoder(policy.data_shards, policy.total_shards).encode(list(blocks), parity)
         out.update(zip(parity, encoded, strict=True))
     return out
 
 
-def segment_digest(blocks: Sequence[Buffer], segment_length: int) -> str:
-    """Hex SHA-256 of the first ``segment_length`` bytes of the concatenated blocks."""
-    digest = hashlib.sha256()
+def holds_segment(blocks: Sequence[Buffer], segment_length: int, segment_id: str) -> bool:
+    """True if the first ``segment_length`` bytes of the blocks have content id ``segment_id``."""
+    parts = []
     remaining = segment_length
     for block in blocks:
         view = memoryview(block)[:remaining]
-        digest.update(view)
+        parts.append(view)
         remaining -= len(view)
-    return digest.hexdigest()
+    return is_segment_content(parts, segment_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Sequence
 
 import zfec
 
@@ -75,26 +76,50 @@ def _tables(data_shards: int, total_shards: int) -> ctypes.Array[ctypes.c_char]:
     return tables
 
 
-def _address(buffer: bytes | bytearray) -> int:
-    if isinstance(buffer, bytes):
-        return ctypes.cast(ctypes.c_char_p(buffer), ctypes.c_void_p).value or 0
-    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+class _PyBuffer(ctypes.Structure):
+    # CPython's Py_buffer; ``obj`` as a plain pointer so that ctypes leaves its refcount to
+    # PyBuffer_Release.
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int),
+                ("ndim", ctypes.c_int), ("format", ctypes.c_char_p),
+                ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
 
 
-def encode_parity(data_shards: int, total_shards: int, block: bytes | bytearray,
+_PyObject_GetBuffer = ctypes.pythonapi.PyObject_GetBuffer
+_PyObject_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_PyObject_GetBuffer.restype = ctypes.c_int
+_PyBuffer_Release = ctypes.pythonapi.PyBuffer_Release
+_PyBuffer_Release.argtypes = [ctypes.POINTER(_PyBuffer)]
+_PyBuffer_Release.restype = None
+_PyBUF_SIMPLE = 0  # C-contiguous bytes, read-only accepted; raises BufferError otherwise
+
+
+def _address(buffer: Buffer) -> int:
+    """The address of a contiguous buffer's first byte (bytes, bytearray or memoryview).
+
+    The caller keeps ``buffer`` referenced, and unresized, while the address is in use.
+    """
+    view = _PyBuffer()
+    _PyObject_GetBuffer(buffer, ctypes.byref(view), _PyBUF_SIMPLE)
+    try:
+        return view.buf or 0
+    finally:
+        _PyBuffer_Release(ctypes.byref(view))
+
+
+def encode_parity(data_shards: int, total_shards: int, blocks: Sequence[Buffer],
                   shard_size: int) -> list[bytearray]:
-    """The ``total - data`` parity shards of ``block`` (``data_shards * shard_size`` bytes,
-    data shard i at offset ``i * shard_size``), exactly as zfec computes them."""
+    """The ``total - data`` parity shards of the ``data_shards`` blocks of ``shard_size``
+    bytes each, exactly as zfec computes them."""
     library = _library()
     if library is None:
         raise RuntimeError("ISA-L is not available")
-    if len(block) != data_shards * shard_size:
-        raise ValueError(f"block has {len(block)} bytes, expected {data_shards * shard_size}")
+    if len(blocks) != data_shards or any(len(b) != shard_size for b in blocks):
+        raise ValueError(f"need {data_shards} blocks of {shard_size} bytes")
     parity_rows = total_shards - data_shards
     parity = [bytearray(shard_size) for _ in range(parity_rows)]
-    base = _address(block)
-    sources = (ctypes.c_void_p * data_shards)(*(base + i * shard_size
-                                                for i in range(data_shards)))
+    sources = (ctypes.c_void_p * data_shards)(*(_address(b) for b in blocks))
     targets = (ctypes.c_void_p * parity_rows)(*(_address(p) for p in parity))
     library.ec_encode_data(shard_size, data_shards, parity_rows,
                            _tables(data_shards, total_shards), sources, targets)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from blobstore.core import ec
-from blobstore.core.digests import segment_id
+from blobstore.core.digests import is_segment_content
 from blobstore.core.errors import BlobstoreError, Corrupt, NoSuchShard, Unavailable
 from blobstore.core.ids import shard_id
 from blobstore.core.records import Manifest, Segment
@@ -90,7 +90,7 @@ async def _degraded(state: GatewayState, segment: Segment, policy: ec.EcPolicy,
         raise Unavailable(f"segment {segment.id[:16]}: only {len(good)} of the "
                           f"{policy.data_shards} shards needed are readable")
     decoded = await state.run_in_pool(ec.decode, policy, good, segment.length)
-    if await state.run_in_pool(segment_id, decoded) != segment.id:
+    if not await state.run_in_pool(is_segment_content, [decoded], segment.id):
         raise Unavailable(f"segment {segment.id[:16]}: decoded bytes fail the content check")
     return decoded
 

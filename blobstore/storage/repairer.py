@@ -436,13 +436,13 @@ class Repairer(PeriodicWorker):
 def reencode(segment: Segment, good: dict[int, bytes], indexes: list[int]) -> dict[int, bytes]:
     """CPU part of a repair (run in the pool): the shards ``indexes`` from ``good``, checked.
 
-    Decoding (some data shard missing) is followed by the content check (SHA-256 against
-    the segment id); every shard produced must match its recorded xxh3. Corrupt otherwise.
+    Decoding (some data shard missing) is followed by the content check (against the segment's
+    content id); every shard produced must match its recorded xxh3. Corrupt otherwise.
     """
     policy = ec.EcPolicy(segment.data_shards, segment.parity_shards)
     blocks = ec_rebuild.primary_blocks(policy, good, segment.length)
     if not ec_rebuild.is_systematic(policy, good) \
-            and ec_rebuild.segment_digest(blocks, segment.length) != segment.id:
+            and not ec_rebuild.holds_segment(blocks, segment.length, segment.id):
         raise Corrupt("the decoded segment fails its content check")
     out: dict[int, bytes] = {}
     for index, payload in ec_rebuild.encode_shards(policy, blocks, indexes).items():

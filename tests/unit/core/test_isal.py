@@ -39,9 +39,12 @@ def test_isal_parity_equals_zfec(data_shards: int, parity_shards: int, size: int
     total = data_shards + parity_shards
     block = (seed * (data_shards * size // len(seed) + 1))[: data_shards * size]
     expected = _zfec_parity(data_shards, total, block, size)
-    assert [bytes(p) for p in isal.encode_parity(data_shards, total, block, size)] == expected
-    assert [bytes(p) for p in isal.encode_parity(data_shards, total, bytearray(block), size)
-            ] == expected
+    as_bytes = [block[i * size:(i + 1) * size] for i in range(data_shards)]
+    as_views = [memoryview(block)[i * size:(i + 1) * size] for i in range(data_shards)]
+    as_bytearrays = [bytearray(b) for b in as_bytes]
+    for blocks in (as_bytes, as_views, as_bytearrays):
+        assert [bytes(p) for p in isal.encode_parity(data_shards, total, blocks, size)
+                ] == expected
 
 
 def test_large_segment_parity_equals_zfec_and_decodes() -> None:
@@ -56,6 +59,8 @@ def test_large_segment_parity_equals_zfec_and_decodes() -> None:
                      len(segment)) == segment
 
 
-def test_wrong_block_length_is_refused() -> None:
+def test_wrong_block_count_or_length_is_refused() -> None:
     with pytest.raises(ValueError):
-        isal.encode_parity(4, 6, b"x" * 10, 3)
+        isal.encode_parity(4, 6, [b"xxx"] * 3, 3)
+    with pytest.raises(ValueError):
+        isal.encode_parity(4, 6, [b"xxx", b"xxx", b"xxx", b"xx"], 3)

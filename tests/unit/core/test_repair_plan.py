@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blobstore.core import ec, ec_rebuild
+from blobstore.core.digests import segment_id
 from blobstore.core.placement import Candidate
 from blobstore.core.records import Segment
 from blobstore.core.repair_plan import (
@@ -108,7 +109,10 @@ def test_rebuilt_shards_are_the_original_ones(data_shards, parity_shards, length
     shards = [bytes(s) for s in ec.encode(policy, data)]
     have = sorted(rng.sample(range(policy.total_shards), data_shards))
     blocks = ec_rebuild.primary_blocks(policy, {i: shards[i] for i in have}, length)
-    assert ec_rebuild.segment_digest(blocks, length) == hashlib.sha256(data).hexdigest()
+    assert ec_rebuild.holds_segment(blocks, length, segment_id(data))
+    # Segments written before content ids were BLAKE3 carry SHA-256 ids: still verified.
+    assert ec_rebuild.holds_segment(blocks, length, hashlib.sha256(data).hexdigest())
+    assert not ec_rebuild.holds_segment(blocks, length, segment_id(data + b"x"))
     wanted = rng.sample(range(policy.total_shards), rng.randrange(policy.total_shards + 1))
     rebuilt = ec_rebuild.encode_shards(policy, blocks, wanted)
     assert {i: bytes(s) for i, s in rebuilt.items()} == {i: shards[i] for i in wanted}
