@@ -29,7 +29,7 @@ from aiohttp import web
 from blobstore.config import ClusterConfig, NodeConfig, load_config
 from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import NodeRole
-from blobstore.runtime import eventloop
+from blobstore.runtime import eventloop, malloc
 from blobstore.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def _tls_context(config: ClusterConfig, node: NodeConfig) -> ssl.SSLContext | No
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
+    malloc.keep_freed_memory()
     eventloop.run(main)
 
 
