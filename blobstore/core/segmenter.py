@@ -1,6 +1,6 @@
 """Incremental cutter: feed body chunks, get whole segments of ``segment_size_bytes``.
 
-The buffer never holds more than one segment plus one incoming chunk, which is what
+The buffer never holds more than one segment (plus the chunk being fed), which is what
 bounds the gateway's memory per request (DESIGN.md principle 3).
 """
 
@@ -12,29 +12,56 @@ Buffer = bytes | bytearray | memoryview
 
 
 class Segmenter:
-    def __init__(self, segment_size_bytes: int) -> None:
+    """Cuts a stream into segments, copying each byte once: into the segment it belongs to.
+
+    A segment is a ``bytearray`` filled in place and handed out whole (the earlier
+    ``bytes(buffer[:size])`` form copied every byte three times: 6.5% of the gateway's
+    samples in a 64 MiB PUT profile). The caller owns a segment once it is returned.
+    """
+
+    def __init__(self, segment_size_bytes: int, expected_length: int | None = None) -> None:
+        """``expected_length``, when known, sizes the last segment's buffer to fit."""
         if segment_size_bytes <= 0:
             raise Invalid("segment size must be positive")
         self.segment_size_bytes = segment_size_bytes
-        self._buffer = bytearray()
-        self.offset = 0  # offset in the object of the first byte in the buffer
+        self._expected = expected_length
+        self._filled = 0
+        self.offset = 0  # offset in the object of the first byte of the segment being filled
+        self._segment = self._new_segment()
 
-    def feed(self, chunk: Buffer) -> list[tuple[int, bytes]]:
-        """Add a chunk; return the (offset, segment) pairs it completed."""
-        self._buffer += chunk
-        out: list[tuple[int, bytes]] = []
+    def _new_segment(self) -> bytearray:
         size = self.segment_size_bytes
-        while len(self._buffer) >= size:
-            out.append((self.offset, bytes(self._buffer[:size])))
-            del self._buffer[:size]
-            self.offset += size
+        if self._expected is not None and 0 < self._expected - self.offset < size:
+            size = self._expected - self.offset
+        return bytearray(size)
+
+    def feed(self, chunk: Buffer) -> list[tuple[int, bytearray]]:
+        """Add a chunk; return the (offset, segment) pairs it completed."""
+        view = memoryview(chunk).cast("B")
+        out: list[tuple[int, bytearray]] = []
+        size = self.segment_size_bytes
+        while view:
+            if len(self._segment) < size and self._filled == len(self._segment):
+                self._segment.extend(bytes(size - len(self._segment)))  # longer than announced
+            take = min(size - self._filled, len(view))
+            self._segment[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == size:
+                out.append((self.offset, self._segment))
+                self.offset += size
+                self._segment = self._new_segment()
+                self._filled = 0
         return out
 
-    def finish(self) -> list[tuple[int, bytes]]:
+    def finish(self) -> list[tuple[int, bytearray]]:
         """The last, short segment if any bytes remain."""
-        if not self._buffer:
+        if not self._filled:
             return []
-        out = [(self.offset, bytes(self._buffer))]
-        self.offset += len(self._buffer)
-        self._buffer = bytearray()
+        last = self._segment
+        del last[self._filled:]
+        out = [(self.offset, last)]
+        self.offset += self._filled
+        self._segment = bytearray()
+        self._filled = 0
         return out

@@ -6,7 +6,7 @@ Rules:
   top of the storage node's own check.
 - A missing, unreachable or corrupt shard switches that segment to a degraded read: fetch
   other shards (parity included) until ``data_shards`` good ones are in hand, decode, and
-  check the decoded segment's SHA-256 against its content id before a byte of it leaves.
+  check the decoded segment against its content id before a byte of it leaves.
   The bad or missing shard is reported to meta for repair.
 - Fewer than ``data_shards`` good shards: Unavailable (503), never wrong or short bytes.
 - Up to ``READ_AHEAD_SEGMENTS`` segments are fetched ahead of the one being sent.
@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 from blobstore.core import ec
 from blobstore.core.digests import is_segment_content
+from blobstore.core.ec import Buffer
 from blobstore.core.errors import BlobstoreError, Corrupt, NoSuchShard, Unavailable
 from blobstore.core.ids import shard_id
 from blobstore.core.records import Manifest, Segment
@@ -33,8 +34,12 @@ SHARD_GET_TIMEOUT_S = 20.0
 
 
 async def read_range(state: GatewayState, manifest: Manifest, first: int,
-                     last: int) -> AsyncIterator[bytes]:
-    """Yield the object's bytes ``first..last`` (inclusive), verified, in order."""
+                     last: int) -> AsyncIterator[Buffer]:
+    """Yield the object's bytes ``first..last`` (inclusive), verified, in order.
+
+    Pieces are views of the shard payloads as they came from the nodes: a healthy read
+    copies no byte between the storage node's response and the client's socket.
+    """
     inline = manifest.version.inline
     if inline is not None:
         if hashlib.md5(inline, usedforsecurity=False).hexdigest() != manifest.version.etag:
@@ -50,32 +55,36 @@ async def read_range(state: GatewayState, manifest: Manifest, first: int,
         hi = min(last, seg_last) - ref.offset + 1
         pieces.append((manifest.segments[ref.id], lo, hi))
     loop = asyncio.get_running_loop()
-    pending: list[asyncio.Task[bytes]] = []
+    pending: list[asyncio.Task[list[Buffer]]] = []
     try:
         for segment, lo, hi in pieces:
             pending.append(loop.create_task(read_segment(state, segment, lo, hi)))
             if len(pending) > READ_AHEAD_SEGMENTS:
-                yield await pending.pop(0)
+                for piece in await pending.pop(0):
+                    yield piece
         while pending:
-            yield await pending.pop(0)
+            for piece in await pending.pop(0):
+                yield piece
     finally:
         for task in pending:
             task.cancel()
 
 
-async def read_segment(state: GatewayState, segment: Segment, lo: int, hi: int) -> bytes:
-    """Bytes ``lo..hi-1`` of one segment."""
+async def read_segment(state: GatewayState, segment: Segment, lo: int, hi: int) -> list[Buffer]:
+    """Bytes ``lo..hi-1`` of one segment, as views of its shards (or of the decoded segment)."""
     policy = ec.EcPolicy(segment.data_shards, segment.parity_shards)
     size = policy.shard_size(segment.length)
     wanted = list(range(lo // size, (hi - 1) // size + 1))
     got = await asyncio.gather(*(_fetch(state, segment, i) for i in wanted))
     if all(payload is not None for payload in got):
-        joined = b"".join(got) if len(got) > 1 else got[0]  # type: ignore[arg-type]
-        base = wanted[0] * size
-        return bytes(memoryview(joined)[lo - base:hi - base])  # type: ignore[arg-type]
+        out: list[Buffer] = []
+        for index, payload in zip(wanted, got, strict=True):
+            start, end = max(lo - index * size, 0), min(hi - index * size, size)
+            out.append(memoryview(payload)[start:end])  # type: ignore[arg-type]
+        return out
     good = {i: p for i, p in zip(wanted, got, strict=True) if p is not None}
     whole = await _degraded(state, segment, policy, good, set(wanted))
-    return whole[lo:hi]
+    return [memoryview(whole)[lo:hi]]
 
 
 async def _degraded(state: GatewayState, segment: Segment, policy: ec.EcPolicy,

@@ -103,7 +103,7 @@ async def write_body(state: GatewayState, body: AsyncIterator[bytes], content_le
             checksums = _check_digests(digests, expected)
             return WrittenBody(len(head), digests.etag(), checksums, [], [], inline=head)
         body = _prefixed(head, body)
-    segmenter = Segmenter(state.config.segment_size_bytes)
+    segmenter = Segmenter(state.config.segment_size_bytes, expected_length=content_length)
     writer = _SegmentWriter(state)
     received = 0
     try:
