@@ -2,9 +2,10 @@
 
 Rules:
 - Memory is bounded: the reader holds one segment being filled; at most
-  ``SEGMENTS_IN_FLIGHT_PER_REQUEST`` segments are being encoded or written at once, and the
-  reader waits for a slot before cutting the next one.
-- A segment already stored (same SHA-256) is not written again (dedup); meta counts it.
+  ``SEGMENTS_IN_FLIGHT_PER_REQUEST`` segments are being encoded or written at once (and at
+  most ``SEGMENTS_IN_FLIGHT_PER_GATEWAY`` over all requests), and the reader waits for a
+  slot before cutting the next one.
+- A segment already stored (same content id) is not written again (dedup); meta counts it.
 - Shards go to the placement's nodes in parallel; a failed put moves that shard to the next
   spare node of the ranking. The segment is durable when at least the write quorum
   (default k+1) of distinct nodes fsync'd a shard; shards that could not be written are
@@ -195,13 +196,22 @@ class _SegmentWriter:
 
     async def submit(self, offset: int, data: bytes) -> None:
         await self.slots.acquire()
+        try:
+            await self.state.segment_slots.acquire()  # the gateway-wide bound, after ours
+        except BaseException:
+            self.slots.release()
+            raise
         for task in self.tasks:  # fail fast: do not read more body after a failed segment
             if task.done() and task.exception() is not None:
-                self.slots.release()
+                self._release()
                 raise task.exception()  # type: ignore[misc]
         task = asyncio.get_running_loop().create_task(self._store(offset, data))
-        task.add_done_callback(lambda _: self.slots.release())
+        task.add_done_callback(lambda _: self._release())
         self.tasks.append(task)
+
+    def _release(self) -> None:
+        self.state.segment_slots.release()
+        self.slots.release()
 
     async def _store(self, offset: int, data: bytes) -> tuple[SegmentRef, Segment | None]:
         state = self.state
