@@ -66,12 +66,14 @@ def cell_bound(op: str, size_bytes: int, degraded: bool, limits: Mapping[str, An
         loop = _limit(limits, "loopback_http_put_1mib_mb_per_s")
         if loop:
             candidates.append((loop, "loopback HTTP PUT"))
-        rates = [_limit(limits, name) for name in ("md5_mb_per_s_per_core",
-                                                   "sha256_mb_per_s_per_core",
+        # The content id is BLAKE3 (runs before it had SHA-256 ids only have that probe).
+        content_id = ("blake3_mb_per_s_per_core", "BLAKE3") \
+            if _limit(limits, "blake3_mb_per_s_per_core") else ("sha256_mb_per_s_per_core", "SHA-256")
+        rates = [_limit(limits, name) for name in ("md5_mb_per_s_per_core", content_id[0],
                                                    "zfec_encode_4_2_mb_per_s_per_core")]
         if all(rates):
             per_core = 1 / sum(1 / rate for rate in rates if rate)
-            candidates.append((per_core * cpus, f"MD5+SHA-256+zfec on {cpus} cores"))
+            candidates.append((per_core * cpus, f"MD5+{content_id[1]}+EC encode on {cpus} cores"))
     else:
         loop = _limit(limits, "loopback_http_get_1mib_mb_per_s")
         if loop:

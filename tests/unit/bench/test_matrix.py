@@ -77,9 +77,14 @@ def test_cell_bound_counts_the_cpu_when_it_binds():
     limits = json.loads(json.dumps(LIMITS))
     limits["limits"]["disk_durable_4mib_files_mb_per_s"]["value"] = 10_000.0
     bound = cell_bound("put", 64 * MIB, False, limits)
-    assert bound is not None and bound.what == "MD5+SHA-256+zfec on 2 cores"
+    assert bound is not None and bound.what == "MD5+SHA-256+EC encode on 2 cores"
     assert bound.mb_per_s == pytest.approx(2 * 200.0)
     assert cell_bound("put", 64 * MIB, False, {}) is None
+    # With the BLAKE3 probe (runs since content ids are BLAKE3) it replaces SHA-256.
+    limits["limits"]["blake3_mb_per_s_per_core"] = {"value": 1e9, "unit": "MB/s"}
+    bound = cell_bound("put", 64 * MIB, False, limits)
+    assert bound is not None and bound.what == "MD5+BLAKE3+EC encode on 2 cores"
+    assert bound.mb_per_s > 2 * 200.0
 
 
 def _cell(system: str, op: str, size: int, mb_per_s: float, degraded: bool = False) -> dict:
