@@ -40,7 +40,7 @@ Rules:
    be a meta node of cluster.toml (re-read from disk if this process does not know it), and
    a change is refused when the voters reachable now would not be a quorum after it.
 7. Knobs, in ``[cluster]`` of cluster.toml (all optional): ``raft_tick_ms`` (50),
-   ``raft_election_ticks`` (10), ``raft_heartbeat_ticks`` (2), ``raft_snapshot_entries``
+   ``raft_election_ticks`` (10), ``raft_heartbeat_ticks`` (1), ``raft_snapshot_entries``
    (50000), ``raft_keep_entries`` (1000), ``raft_proposal_timeout_s`` (3),
    ``raft_lease_reads`` (true: the leader serves linearizable reads from its lease, assuming
    the meta machines' clocks run at rates within 25% of each other; false: a ReadIndex
@@ -130,7 +130,7 @@ class ReplicaOptions:
 
         tick_s = number("raft_tick_ms", 50, 1, 10_000) / 1000
         election = int(number("raft_election_ticks", 10, 2, 1000))
-        heartbeat = int(number("raft_heartbeat_ticks", 2, 1, 1000))
+        heartbeat = int(number("raft_heartbeat_ticks", 1, 1, 1000))
         if heartbeat >= election:
             raise ConfigError("[cluster] raft_heartbeat_ticks must be below "
                               "raft_election_ticks")
