@@ -22,7 +22,7 @@ def test_disk_probes_measure_and_clean_up(tmp_path):
 def test_cpu_probes_cover_hashes_and_zfec():
     names = {m.name: m.value for m in cpu_probes(0.01, random.Random(SEED))}
     assert set(names) == {"md5_mb_per_s_per_core", "sha256_mb_per_s_per_core",
-                          "xxh3_mb_per_s_per_core", "zfec_encode_4_2_mb_per_s_per_core",
+                          "blake3_mb_per_s_per_core", "xxh3_mb_per_s_per_core", "zfec_encode_4_2_mb_per_s_per_core",
                           "zfec_decode_4_2_mb_per_s_per_core"}
     assert all(value > 0 for value in names.values())
 
