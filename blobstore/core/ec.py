@@ -89,11 +89,16 @@ def encode(policy: EcPolicy, segment: Buffer) -> list[Buffer]:
     data = [view[i * size:(i + 1) * size] for i in range(policy.data_shards)]
     if not policy.parity_shards:
         return list(data)
+    return [*data, *parity_shards(policy, data)]
+
+
+def parity_shards(policy: EcPolicy, blocks: Sequence[Buffer]) -> list[Buffer]:
+    """Every parity shard of the ``data_shards`` equal-length blocks: ISA-L if present, else zfec."""
     if isal.available():
-        return [*data, *isal.encode_parity(policy.data_shards, policy.total_shards, data, size)]
+        return list(isal.encode_parity(policy.data_shards, policy.total_shards, blocks,
+                                       len(blocks[0])))
     parity_numbers = list(range(policy.data_shards, policy.total_shards))
-    parity = _encoder(policy.data_shards, policy.total_shards).encode(data, parity_numbers)
-    return [*data, *parity]
+    return _encoder(policy.data_shards, policy.total_shards).encode(list(blocks), parity_numbers)
 
 
 def decode(policy: EcPolicy, shards: Mapping[int, Buffer], segment_length: int) -> bytes:

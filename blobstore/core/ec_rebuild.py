@@ -6,7 +6,7 @@ needs less: the ``data_shards`` primary blocks, then only the shards it lost.
 - ``primary_blocks``: the data blocks, as they are when shards ``0..k-1`` are all in hand
   (zfec is systematic: no arithmetic at all), else decoded from any k shards.
 - ``encode_shards``: the wanted shards from the primary blocks: data shards are the blocks
-  themselves, parity shards are computed for the wanted indexes only.
+  themselves, parity shards computed (`ec.parity_shards`: ISA-L or zfec) and the wanted kept.
 - ``holds_segment``: whether the blocks hold the segment its content id names, the padding
   of the last block excluded. A repair checks it whenever it had to decode; with every data
   shard verified against its recorded xxh3 the blocks ARE the segment.
@@ -22,15 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import zfec
 
-from blobstore.core import isal
 from blobstore.core.digests import is_segment_content
-from blobstore.core.ec import Buffer, EcPolicy
+from blobstore.core.ec import Buffer, EcPolicy, parity_shards
 from blobstore.core.errors import Invalid, Unavailable
-
-
-@functools.lru_cache(maxsize=16)
-def _encoder(data_shards: int, total_shards: int) -> zfec.Encoder:
-    return zfec.Encoder(data_shards, total_shards)
 
 
 @functools.lru_cache(maxsize=16)
@@ -67,13 +61,9 @@ def encode_shards(policy: EcPolicy, blocks: Sequence[Buffer],
         raise Invalid(f"shard indexes {wanted} out of range for {policy}")
     out: dict[int, Buffer] = {i: blocks[i] for i in wanted if i < policy.data_shards}
     parity = [i for i in wanted if i >= policy.data_shards]
-    if parity and isal.available():
-        encoded = isal.encode_parity(policy.data_shards, policy.total_shards, blocks,
-                                     len(blocks[0]))
+    if parity:
+        encoded = parity_shards(policy, blocks)
         out.update((i, encoded[i - policy.data_shards]) for i in parity)
-    elif parity:
-        encoded = _encoder(policy.data_shards, policy.total_shards).encode(list(blocks), parity)
-        out.update(zip(parity, encoded, strict=True))
     return out
 
 

@@ -64,3 +64,11 @@ def test_wrong_block_count_or_length_is_refused() -> None:
         isal.encode_parity(4, 6, [b"xxx"] * 3, 3)
     with pytest.raises(ValueError):
         isal.encode_parity(4, 6, [b"xxx", b"xxx", b"xxx", b"xx"], 3)
+
+
+def test_without_isal_zfec_gives_the_same_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = ec.EcPolicy(4, 2)
+    segment = os.urandom(100_003)
+    with_isal = [bytes(s) for s in ec.encode(policy, segment)]
+    monkeypatch.setattr(isal, "available", lambda: False)
+    assert [bytes(s) for s in ec.encode(policy, segment)] == with_isal
