@@ -80,8 +80,10 @@ def run_chaos(control: Control, target: Target, *, seed: int, duration_s: float,
         key = rng.choice(workload.keys)
         outcome = burst(target, key, workers * 10, BURST_SECONDS)
         bursts.append(outcome)
-        return (f"{outcome.requests} requests, {outcome.slowdowns} SlowDown (slowest "
-                f"{outcome.slowest_slowdown_s:.2f}s), {outcome.timeouts} timeouts")
+        other = "".join(f", {count} x {status}" for status, count in sorted(outcome.other.items()))
+        return (f"{outcome.requests} requests: {outcome.served} served, {outcome.slowdowns} "
+                f"SlowDown (slowest {outcome.slowest_slowdown_s:.2f}s), {outcome.timeouts} "
+                f"timeouts{other}")
 
     injector = Injector(control, rng, burst=overload)
     started = time.monotonic()
@@ -112,6 +114,10 @@ def run_chaos(control: Control, target: Target, *, seed: int, duration_s: float,
         if outcome.slowest_slowdown_s > 1.0 or outcome.timeouts:
             details.append(f"OVERLOAD not shed fast: slowest SlowDown "
                            f"{outcome.slowest_slowdown_s:.2f}s, {outcome.timeouts} timeouts")
+        if not outcome.served + outcome.slowdowns:
+            # A burst answered only with errors tested nothing (e.g. a client the gateway
+            # could not authenticate).
+            details.append(f"OVERLOAD burst was neither served nor shed: {outcome.other}")
     availability = (ops_during - failed_during) / ops_during if ops_during else 1.0
     return Report(seed=seed, duration_s=time.monotonic() - started, ops=dict(history.counts),
                   faults=dict(injector.injected), errors=dict(history.errors),

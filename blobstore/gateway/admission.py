@@ -4,9 +4,11 @@ letting every request queue until it times out.
 Two bounded pools of slots: every S3 request takes one of ``max_requests``; requests that
 carry a body to store (PutObject, UploadPart) also take one of ``max_writes``, since each
 holds up to a few segments of memory while it is encoded and written. A request waits at
-most ``queue_wait_s`` for its slots; if none frees up it is answered ``SlowDown`` at once,
-so a burst of ten times the usual concurrency gets its excess refused within a second and
-the store recovers as soon as the burst ends (nothing is left queued).
+most ``queue_wait_s`` for its slots, and only ``max_queued`` requests wait at once: a
+request that finds the queue full is answered ``SlowDown`` without waiting at all. So a
+burst of ten times the usual concurrency gets most of its excess refused at once and the
+rest within ``queue_wait_s``, however slow the requests being served are, and the store
+recovers as soon as the burst ends (nothing is left queued).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from blobstore.core.s3.errors import SlowDown
 DEFAULT_MAX_REQUESTS = 256
 DEFAULT_MAX_WRITES = 48
 DEFAULT_QUEUE_WAIT_S = 0.5
+# Waiting requests per pool, as a fraction of its slots: enough to absorb a short blip
+# without refusing anyone, few enough that a burst is refused instead of queued.
+QUEUED_PER_SLOT = 0.25
 
 
 @dataclass
@@ -31,15 +36,24 @@ class Admission:
     shed: int = 0  # requests refused so far
 
     def __post_init__(self) -> None:
-        self._requests = asyncio.Semaphore(self.max_requests)
-        self._writes = asyncio.Semaphore(self.max_writes)
+        self._requests = _Pool(self.max_requests)
+        self._writes = _Pool(self.max_writes)
 
-    async def _take(self, semaphore: asyncio.Semaphore) -> None:
+    async def _take(self, pool: _Pool) -> None:
+        if not pool.semaphore.locked():
+            await pool.semaphore.acquire()  # a free slot: returns without suspending
+            return
+        if pool.waiting >= pool.max_waiting:
+            self.shed += 1
+            raise SlowDown("Please reduce your request rate.")
+        pool.waiting += 1
         try:
-            await asyncio.wait_for(semaphore.acquire(), self.queue_wait_s)
+            await asyncio.wait_for(pool.semaphore.acquire(), self.queue_wait_s)
         except TimeoutError:
             self.shed += 1
             raise SlowDown("Please reduce your request rate.") from None
+        finally:
+            pool.waiting -= 1
 
     @contextlib.asynccontextmanager
     async def admit(self, writes_body: bool) -> AsyncIterator[None]:
@@ -51,6 +65,13 @@ class Admission:
                 yield
             finally:
                 if writes_body:
-                    self._writes.release()
+                    self._writes.semaphore.release()
         finally:
-            self._requests.release()
+            self._requests.semaphore.release()
+
+
+class _Pool:
+    def __init__(self, slots: int) -> None:
+        self.semaphore = asyncio.Semaphore(slots)
+        self.max_waiting = max(1, int(slots * QUEUED_PER_SLOT))
+        self.waiting = 0
