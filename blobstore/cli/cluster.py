@@ -47,7 +47,7 @@ DURATION = parsed(parse_duration_s, "DURATION")
               help="Every shard is re-verified once per interval.")
 @click.option("--gc-grace", default="1h", show_default=True, type=DURATION,
               help="Unreferenced shards are kept this long before they are reclaimed.")
-@click.option("--segment-size", default="4MiB", show_default=True, type=SIZE,
+@click.option("--segment-size", default="8MiB", show_default=True, type=SIZE,
               help="Objects are cut into segments of this size before erasure coding.")
 @click.option("--force", is_flag=True, help="Overwrite an existing cluster.toml.")
 @reports_errors

@@ -9,7 +9,8 @@ Rules:
   check the decoded segment against its content id before a byte of it leaves.
   The bad or missing shard is reported to meta for repair.
 - Fewer than ``data_shards`` good shards: Unavailable (503), never wrong or short bytes.
-- Up to ``READ_AHEAD_SEGMENTS`` segments are fetched ahead of the one being sent.
+- Up to ``READ_AHEAD_BYTES`` of segments (at least one) are fetched ahead of the one
+  being sent.
 - An inline object's bytes come with its record; their MD5 (the ETag) is checked before
   they are sent, as a segment's content id is.
 """
@@ -27,7 +28,7 @@ from blobstore.core.ec import Buffer
 from blobstore.core.errors import BlobstoreError, Corrupt, NoSuchShard, Unavailable
 from blobstore.core.ids import shard_id
 from blobstore.core.records import Manifest, Segment
-from blobstore.gateway.state import READ_AHEAD_SEGMENTS, GatewayState
+from blobstore.gateway.state import READ_AHEAD_BYTES, GatewayState, segments_within
 
 log = logging.getLogger(__name__)
 SHARD_GET_TIMEOUT_S = 20.0
@@ -55,11 +56,12 @@ async def read_range(state: GatewayState, manifest: Manifest, first: int,
         hi = min(last, seg_last) - ref.offset + 1
         pieces.append((manifest.segments[ref.id], lo, hi))
     loop = asyncio.get_running_loop()
+    ahead = segments_within(READ_AHEAD_BYTES, state.config.segment_size_bytes, 1)
     pending: list[asyncio.Task[list[Buffer]]] = []
     try:
         for segment, lo, hi in pieces:
             pending.append(loop.create_task(read_segment(state, segment, lo, hi)))
-            if len(pending) > READ_AHEAD_SEGMENTS:
+            if len(pending) > ahead:
                 for piece in await pending.pop(0):
                     yield piece
         while pending:

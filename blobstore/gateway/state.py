@@ -26,11 +26,20 @@ from blobstore.rpc.storage_client import StorageClient
 log = logging.getLogger(__name__)
 MAP_REFRESH_S = 1.0
 SECRET_CACHE_TTL_S = 60.0
-SEGMENTS_IN_FLIGHT_PER_REQUEST = 3  # bounds memory: ~1.5 segment sizes each
+MIB = 1024 * 1024
+# Memory and concurrency budgets in bytes of segment data, so that they hold whatever the
+# cluster's segment size (at the default 8 MiB: 2 segments per upload, 6 per gateway, 1
+# read ahead). Per upload: ~1.5 segment sizes each (data and parity).
+SEGMENT_BYTES_IN_FLIGHT_PER_REQUEST = 12 * MIB
 # Across all requests: four uploads' worth keeps both cores busy; more in flight only adds
 # memory and contention (64 MiB PUT at c=32 ran ~8% slower than at c=4 without this bound).
-SEGMENTS_IN_FLIGHT_PER_GATEWAY = 12
-READ_AHEAD_SEGMENTS = 2
+SEGMENT_BYTES_IN_FLIGHT_PER_GATEWAY = 48 * MIB
+READ_AHEAD_BYTES = 8 * MIB
+
+
+def segments_within(budget_bytes: int, segment_size_bytes: int, at_least: int) -> int:
+    """How many segments a byte budget allows, and never fewer than ``at_least``."""
+    return max(at_least, budget_bytes // segment_size_bytes)
 
 
 @dataclass
@@ -47,8 +56,11 @@ class GatewayState:
     secrets: dict[str, tuple[str, float]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     admission: Admission = field(default_factory=Admission)
-    segment_slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(SEGMENTS_IN_FLIGHT_PER_GATEWAY))
+    segment_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.segment_slots = asyncio.Semaphore(segments_within(
+            SEGMENT_BYTES_IN_FLIGHT_PER_GATEWAY, self.config.segment_size_bytes, 2))
 
     async def run_in_pool(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

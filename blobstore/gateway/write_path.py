@@ -2,9 +2,9 @@
 
 Rules:
 - Memory is bounded: the reader holds one segment being filled; at most
-  ``SEGMENTS_IN_FLIGHT_PER_REQUEST`` segments are being encoded or written at once (and at
-  most ``SEGMENTS_IN_FLIGHT_PER_GATEWAY`` over all requests), and the reader waits for a
-  slot before cutting the next one.
+  ``SEGMENT_BYTES_IN_FLIGHT_PER_REQUEST`` of segments (never fewer than 2) are being
+  encoded or written at once (and at most ``SEGMENT_BYTES_IN_FLIGHT_PER_GATEWAY`` over all
+  requests), and the reader waits for a slot before cutting the next one.
 - A segment already stored (same content id) is not written again (dedup); meta counts it.
 - Shards go to the placement's nodes in parallel; a failed put moves that shard to the next
   spare node of the ranking. The segment is durable when at least the write quorum
@@ -37,7 +37,11 @@ from blobstore.core.placement import Candidate, rank
 from blobstore.core.records import ObjectVersion, Segment, SegmentRef
 from blobstore.core.s3 import errors as s3e
 from blobstore.core.segmenter import Segmenter
-from blobstore.gateway.state import SEGMENTS_IN_FLIGHT_PER_REQUEST, GatewayState
+from blobstore.gateway.state import (
+    SEGMENT_BYTES_IN_FLIGHT_PER_REQUEST,
+    GatewayState,
+    segments_within,
+)
 
 SHARD_PUT_TIMEOUT_S = 30.0
 
@@ -191,7 +195,8 @@ class _SegmentWriter:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self.slots = asyncio.Semaphore(SEGMENTS_IN_FLIGHT_PER_REQUEST)
+        self.slots = asyncio.Semaphore(segments_within(
+            SEGMENT_BYTES_IN_FLIGHT_PER_REQUEST, state.config.segment_size_bytes, 2))
         self.tasks: list[asyncio.Task[tuple[SegmentRef, Segment | None]]] = []
 
     async def submit(self, offset: int, data: bytes) -> None:

@@ -7,9 +7,29 @@ import os
 
 import pytest
 
+from blobstore.config import DEFAULT_SEGMENT_SIZE_BYTES
+from blobstore.testing.processes import Cluster
+
+from .conftest import s3_client
+
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 GATEWAY_RSS_CEILING_BYTES = 300 * MIB
+# The ceiling is a claim about what users run: the default segment size, not the smaller
+# one most tests use to get many segments out of little data.
+PRODUCT_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE_BYTES
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with Cluster(tmp_path_factory.mktemp("cluster"), meta=1, storage=6, gateway=1, ec="4+2",
+                 segment_size_bytes=PRODUCT_SEGMENT_SIZE) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def s3(cluster):
+    return s3_client(cluster)
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -49,7 +69,7 @@ def test_one_gib_upload_keeps_gateway_peak_rss_under_300_mib(cluster, s3, tmp_pa
 
 def test_four_concurrent_one_gib_uploads_keep_gateway_peak_rss_under_300_mib(cluster, s3,
                                                                              tmp_path):
-    """Issue #7's ceiling: four 1 GiB uploads at once, every 4 MiB segment distinct."""
+    """Issue #7's ceiling: four 1 GiB uploads at once, every segment distinct."""
     import random
     from concurrent.futures import ThreadPoolExecutor
 
