@@ -23,7 +23,14 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from blobstore.config import ClusterConfig, ConfigError, NodeConfig, dump_config, parse_config
+from blobstore.config import (
+    DEFAULT_SEGMENT_SIZE_BYTES,
+    ClusterConfig,
+    ConfigError,
+    NodeConfig,
+    dump_config,
+    parse_config,
+)
 from blobstore.core.errors import Conflict, Invalid
 from blobstore.core.records import NodeRole
 from blobstore.launch.cluster_dir import ClusterDir, credentials_text, write_private
@@ -63,7 +70,7 @@ class InitOptions:
     down_after_s: float = DEV_DOWN_AFTER_S
     scrub_interval_s: float = 7 * 86400.0
     gc_grace_s: float = 3600.0
-    segment_size_bytes: int = 4 * 1024 * 1024
+    segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES
     host: str = "127.0.0.1"
 
 

@@ -122,7 +122,7 @@ class Cluster:
     def __init__(self, root: str | Path, *, meta: int = 1, storage: int = 8, gateway: int = 1,
                  ec: str = "4+2", zones: int = 1, down_after_s: float = 30.0,
                  scrub_interval_s: float = 7 * 86400.0, gc_grace_s: float = 3600.0,
-                 segment_size_bytes: int = 4 * 1024 * 1024,
+                 segment_size_bytes: int = 4 * 1024 * 1024,  # small: many segments per test MiB
                  health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S, start: bool = True,
                  netns_roles: tuple[str, ...] = (), tls: bool = False,
                  s3_domain: str = "", settings: dict[str, object] | None = None,
