@@ -78,6 +78,7 @@ from blobstore.bench.repair import kill_for_good, measure_repair, meta_client, q
 from blobstore.bench.s3 import Target
 from blobstore.bench.scrub import measure_scrub
 from blobstore.bench.units import MIB, format_size, parse_duration_s, parse_size_bytes
+from blobstore.config import DEFAULT_SEGMENT_SIZE_BYTES
 from blobstore.core.records import NodeRole
 from blobstore.launch.health import NodeStartError
 from blobstore.rpc.client import RpcClient, new_session
@@ -135,7 +136,8 @@ def start_cluster(stack: contextlib.ExitStack, work: Path, args: argparse.Namesp
     for meta in dict.fromkeys((args.meta, 1)):
         try:
             cluster = Cluster(work / f"cluster-meta{meta}", meta=meta, storage=args.storage,
-                              gateway=1, ec=args.ec, down_after_s=DOWN_AFTER_S)
+                              gateway=1, ec=args.ec, down_after_s=DOWN_AFTER_S,
+                              segment_size_bytes=DEFAULT_SEGMENT_SIZE_BYTES)
             return stack.enter_context(cluster), meta
         except NodeStartError as error:
             if meta == 1:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from blobstore.client.s3 import S3Client
+from blobstore.config import DEFAULT_SEGMENT_SIZE_BYTES
 from blobstore.core.records import NodeRole, NodeState
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.heal_client import HealClient, StorageHealClient
@@ -135,7 +136,7 @@ async def lose_and_repair(cluster: ClusterHandle, victim: str = VICTIM) -> dict[
 
 
 def measure_repair(make_cluster: Callable[..., Any], root: Path, data_bytes: int,
-                   segment_bytes: int = 4 * MIB, concurrency: int = 4,
+                   segment_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES, concurrency: int = 4,
                    victim: str = VICTIM) -> dict[str, Any]:
     """A cluster of its own in ``root`` (``make_cluster``: the harness's ``Cluster``, which
     kills every process by pid at the end), unthrottled repair."""
