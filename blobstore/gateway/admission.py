@@ -5,10 +5,11 @@ Two bounded pools of slots: every S3 request takes one of ``max_requests``; requ
 carry a body to store (PutObject, UploadPart) also take one of ``max_writes``, since each
 holds up to a few segments of memory while it is encoded and written. A request waits at
 most ``queue_wait_s`` for its slots, and only a quarter of a pool's slots' worth of
-requests (``QUEUED_PER_SLOT``) wait at once: a request that finds the queue full is answered ``SlowDown`` without waiting at all. So a
-burst of ten times the usual concurrency gets most of its excess refused at once and the
-rest within ``queue_wait_s``, however slow the requests being served are, and the store
-recovers as soon as the burst ends (nothing is left queued).
+requests (``QUEUED_PER_SLOT``) wait at once: a request that finds the queue full is
+answered ``SlowDown`` without waiting at all. So a burst of ten times the usual
+concurrency gets most of its excess refused at once and the rest within
+``queue_wait_s``, however slow the requests being served are, and the store recovers as
+soon as the burst ends (nothing is left queued).
 """
 
 from __future__ import annotations
