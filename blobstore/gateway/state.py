@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from blobstore.config import ClusterConfig, NodeConfig
+from blobstore.config import MIB, ClusterConfig, NodeConfig
 from blobstore.core.ec import EcPolicy
 from blobstore.core.errors import BlobstoreError, Unavailable
 from blobstore.core.placement import Candidate
@@ -26,10 +26,9 @@ from blobstore.rpc.storage_client import StorageClient
 log = logging.getLogger(__name__)
 MAP_REFRESH_S = 1.0
 SECRET_CACHE_TTL_S = 60.0
-MIB = 1024 * 1024
-# Memory and concurrency budgets in bytes of segment data, so that they hold whatever the
-# cluster's segment size (at the default 8 MiB: 2 segments per upload, 6 per gateway, 1
-# read ahead). Per upload: ~1.5 segment sizes each (data and parity).
+# Budgets in bytes of segment data, so that they hold whatever the cluster's segment size
+# (at 8 MiB: 2 segments per upload, 6 per gateway, 1 read ahead; at 4 MiB: 3, 12, 2). A
+# segment in flight costs ~1.5 times its size (data and parity).
 SEGMENT_BYTES_IN_FLIGHT_PER_REQUEST = 12 * MIB
 # Across all requests: four uploads' worth keeps both cores busy; more in flight only adds
 # memory and contention (64 MiB PUT at c=32 ran ~8% slower than at c=4 without this bound).

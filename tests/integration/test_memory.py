@@ -15,15 +15,14 @@ from .conftest import s3_client
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 GATEWAY_RSS_CEILING_BYTES = 300 * MIB
-# The ceiling is a claim about what users run: the default segment size, not the smaller
-# one most tests use to get many segments out of little data.
-PRODUCT_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE_BYTES
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    # The ceiling is a claim about what users run: the default segment size, not the
+    # smaller one most tests use to get many segments out of little data.
     with Cluster(tmp_path_factory.mktemp("cluster"), meta=1, storage=6, gateway=1, ec="4+2",
-                 segment_size_bytes=PRODUCT_SEGMENT_SIZE) as running:
+                 segment_size_bytes=DEFAULT_SEGMENT_SIZE_BYTES) as running:
         yield running
 
 
