@@ -85,7 +85,7 @@ async def _drain(config: ClusterConfig, node_id: str, dry_run: bool, wait: bool,
         result: dict[str, Any] = {
             "node_id": node_id, "dry_run": dry_run, "state": view.state.value if view else None,
             "placed_shards": placed, "targets": plan.targets,
-            "targets_free_bytes": plan.targets_free_bytes}
+            "payload_bytes": plan.node_payload_bytes, "targets_free_bytes": plan.targets_free_bytes}
         if dry_run:
             return result
         started = time.monotonic()

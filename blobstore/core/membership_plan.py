@@ -44,7 +44,7 @@ WRITABLE = NodeState.UP
 class DrainPlan:
     node_id: str
     targets: list[str]  # storage nodes that may take its shards
-    node_used_bytes: int
+    node_payload_bytes: int  # of the shards it holds: what the drain moves
     targets_free_bytes: int
 
 
@@ -83,11 +83,16 @@ def check_drain(cluster_map: ClusterMap, node_id: str) -> tuple[DrainPlan | None
             f"{total} shards ({cluster_map.data_shards}+{cluster_map.parity_shards}) of every "
             f"segment on distinct nodes: add a node or bring one back first")
     views = {v.id: v for v in storage_views(cluster_map)}
+    # What the node holds is the payload of its shards, not its file system's use: nodes
+    # that share a disk with each other or with anything else would each count it all.
+    # Free space is an upper bound for the same reason, so this refuses only a drain that
+    # cannot fit whatever the sharing.
     free = sum(max(views[t].capacity_bytes - views[t].used_bytes, 0) for t in targets)
-    if view.used_bytes and free and view.used_bytes > free:
-        problems.append(f"{node_id} holds {view.used_bytes} bytes but the other up storage "
+    held = view.payload_bytes
+    if held and free and held > free:
+        problems.append(f"{node_id} holds {held} bytes of shards but the other up storage "
                         f"nodes have {free} bytes free")
-    plan = DrainPlan(node_id=node_id, targets=targets, node_used_bytes=view.used_bytes,
+    plan = DrainPlan(node_id=node_id, targets=targets, node_payload_bytes=held,
                      targets_free_bytes=free)
     return (None if problems else plan), problems
 

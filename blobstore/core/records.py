@@ -109,6 +109,7 @@ class NodeView(msgspec.Struct, frozen=True):
     capacity_bytes: int = 0
     used_bytes: int = 0
     shard_count: int = 0
+    payload_bytes: int = 0  # of the shards held (used_bytes is the whole file system's)
     last_heartbeat_ns: int = 0
 
 

@@ -10,7 +10,7 @@ Routes (all but ``/_blobstore/*`` need the cluster signature, checked by
     GET  /v1/list/{bucket}?prefix=&delimiter=&start_after=&max_keys=  ListPage
     POST /v1/segments/lookup      {"ids": [...]} -> {"segments": {id: Segment}}
     GET  /v1/cluster_map          ClusterMap
-    POST /v1/heartbeat            {"node_id", "capacity_bytes", "used_bytes", "shard_count"}
+    POST /v1/heartbeat            {"node_id", "capacity_bytes", "used_bytes", "shard_count", "payload_bytes"}
     GET  /v1/users/{access_key}   {"access_key", "secret_key"}
     GET  /v1/status               this replica: role, term, leader, commit index, counters;
                                   on the leader each replica's match/next index
@@ -76,6 +76,7 @@ class HeartbeatBody(msgspec.Struct, frozen=True):
     capacity_bytes: int = 0
     used_bytes: int = 0
     shard_count: int = 0
+    payload_bytes: int = 0
 
 
 class LookupBody(msgspec.Struct, frozen=True):
@@ -285,7 +286,8 @@ async def handle_heartbeat(request: web.Request) -> web.Response:
     service = _service(request)
     body = msgspec.json.decode(await request.read(), type=HeartbeatBody)
     service.heartbeat(body.node_id, capacity_bytes=body.capacity_bytes,
-                      used_bytes=body.used_bytes, shard_count=body.shard_count)
+                      used_bytes=body.used_bytes, shard_count=body.shard_count,
+                      payload_bytes=body.payload_bytes)
     await heal_routes.record_heartbeat(request)  # scrub progress, for status
     return json_response({})
 

@@ -47,6 +47,7 @@ class Heartbeat(msgspec.Struct, frozen=True):
     capacity_bytes: int
     used_bytes: int
     shard_count: int
+    payload_bytes: int
     heard_s: float  # monotonic time of receipt
     heard_ns: int  # wall-clock time of receipt, for display
 
@@ -92,13 +93,14 @@ class FailureDetector:
         return MAP_EPOCH + sum(member.generation for member in self._members.values())
 
     def heartbeat(self, node_id: str, now_s: float, wall_ns: int, *, capacity_bytes: int,
-                  used_bytes: int, shard_count: int) -> None:
+                  used_bytes: int, shard_count: int, payload_bytes: int = 0) -> None:
         if not any(node.id == node_id for node in self.nodes):
             raise Invalid(f"heartbeat from unknown node {node_id!r}")
-        if min(capacity_bytes, used_bytes, shard_count) < 0:
+        if min(capacity_bytes, used_bytes, shard_count, payload_bytes) < 0:
             raise Invalid("heartbeat with negative counters")
         self._heartbeats[node_id] = Heartbeat(capacity_bytes=capacity_bytes,
                                               used_bytes=used_bytes, shard_count=shard_count,
+                                              payload_bytes=payload_bytes,
                                               heard_s=now_s, heard_ns=wall_ns)
 
     def state(self, node: NodeConfig, now_s: float) -> NodeState:
@@ -131,6 +133,7 @@ class FailureDetector:
             counters = {"capacity_bytes": heartbeat.capacity_bytes,
                         "used_bytes": heartbeat.used_bytes,
                         "shard_count": heartbeat.shard_count,
+                        "payload_bytes": heartbeat.payload_bytes,
                         "last_heartbeat_ns": heartbeat.heard_ns}
         return NodeView(id=node.id, role=node.role, address=node.address, zone=node.zone,
                         weight=node.weight, state=self.state(node, now_s), **counters)

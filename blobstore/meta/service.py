@@ -466,12 +466,12 @@ class MetaService:
         raise error
 
     def heartbeat(self, node_id: str, capacity_bytes: int, used_bytes: int,
-                  shard_count: int) -> None:
+                  shard_count: int, payload_bytes: int = 0) -> None:
         # Every replica keeps this soft state (storage nodes beat to all of them), so a new
         # leader knows at once which nodes are up instead of seeing them all silent.
         self.detector.heartbeat(node_id, time.monotonic(), time.time_ns(),
                                 capacity_bytes=capacity_bytes, used_bytes=used_bytes,
-                                shard_count=shard_count)
+                                shard_count=shard_count, payload_bytes=payload_bytes)
 
     async def status(self) -> dict[str, Any]:
         """This replica's view; on the leader also each replica's progress."""

@@ -138,7 +138,7 @@ class StorageClient:
 
     async def status(self, address: str, *,
                      timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-        """``{"node_id", "capacity_bytes", "used_bytes", "shard_count"}``."""
+        """``{"node_id", "capacity_bytes", "used_bytes", "shard_count", "payload_bytes"}``."""
         _, _, body = await self.rpc.request("GET", address, "/v1/status", timeout_s=timeout_s)
         return msgspec.to_builtins(msgspec.json.decode(body, type=wire.StorageStatus))
 

@@ -50,6 +50,7 @@ class StorageStatus(msgspec.Struct, frozen=True):
     capacity_bytes: int
     used_bytes: int
     shard_count: int
+    payload_bytes: int = 0  # of the shards held: what a drain must move
     scrub_passes_completed: int = 0
     scrub_shards_checked: int = 0
     scrub_shards_total: int = 0

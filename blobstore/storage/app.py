@@ -107,6 +107,7 @@ class StorageState:
         return wire.StorageStatus(
             node_id=self.node.id, capacity_bytes=stats.capacity_bytes,
             used_bytes=stats.used_bytes, shard_count=stats.shard_count,
+            payload_bytes=stats.payload_bytes,
             scrub_passes_completed=scrub.passes_completed,
             scrub_shards_checked=scrub.shards_checked, scrub_shards_total=scrub.shards_total,
             scrub_corrupt_found=scrub.corrupt_found,

@@ -2,7 +2,7 @@
 
 Meta's failure detector marks a node suspect, then down, when its heartbeats stop, and the
 placement of new shards weighs nodes by their free space; both read these beats. The body
-is ``rpc.wire.StorageStatus``: ``{"node_id", "capacity_bytes", "used_bytes", "shard_count"}``
+is ``rpc.wire.StorageStatus``: ``{"node_id", "capacity_bytes", "used_bytes", "shard_count", "payload_bytes"}``
 POSTed to ``/v1/heartbeat`` (docs/internal-api.md).
 
 Rules:
