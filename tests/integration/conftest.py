@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -23,9 +25,10 @@ def s3_client(cluster: Cluster, secret: str | None = None, retries: int = 1):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """1 meta, 6 storage, 1 gateway, EC 4+2: the issue's reference layout."""
-    with Cluster(tmp_path_factory.mktemp("cluster"), meta=1, storage=6, gateway=1,
-                 ec="4+2") as running:
+    root = tmp_path_factory.mktemp("cluster")
+    with Cluster(root, meta=1, storage=6, gateway=1, ec="4+2") as running:
         yield running
+    shutil.rmtree(root, ignore_errors=True)  # tmp_path's retention policy does not reach here
 
 
 @pytest.fixture(scope="module")
