@@ -26,7 +26,7 @@ def test_burst_is_shed_fast_and_recovers(tmp_path):
         s3 = s3_client(cluster)
         s3.create_bucket(Bucket="burst")
         # Large enough that CAPACITY reads at once take longer than the admission queue
-        # waits (0.5 s), however fast the gateway is: the rest must be shed.
+        # waits (0.25 s), however fast the gateway is: the rest must be shed.
         data = os.urandom(64 * 1024 * 1024)
         s3.put_object(Bucket="burst", Key="obj", Body=data)
         url = sigv4.presign_url("GET", f"{cluster.endpoint}/burst/obj",
