@@ -24,4 +24,20 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on uvloop."""
     if uvloop is None:  # pragma: no cover
         return asyncio.run(main)
+    send_http_head_and_body_without_joining()
     return uvloop.run(main)
+
+
+def send_http_head_and_body_without_joining() -> None:
+    """Let aiohttp hand the HTTP head and a body to the transport as two buffers.
+
+    On Python before 3.12.9 aiohttp (3.12+) avoids ``transport.writelines`` because of
+    CVE-2024-12254 in asyncio's selector transport, and instead joins the buffered head
+    and the first body write into one new ``bytes``: a full copy of every shard the
+    gateway sends and every shard a storage node serves. uvloop's own ``writelines``
+    keeps references to the buffers (no copy) and pauses the protocol over the high-water
+    mark, so the CVE does not apply to it. Call only where the loop is uvloop's.
+    """
+    from aiohttp import http_writer
+
+    http_writer.SKIP_WRITELINES = False
