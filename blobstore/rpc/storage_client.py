@@ -82,8 +82,11 @@ class StorageClient:
             wire.HEADER_XXH3: xxh3_hex,
             "Content-Type": "application/octet-stream",
         }
+        # A view: aiohttp slices the body to its length before sending, which copies a
+        # bytearray (the parity shards) but not a memoryview.
         _, _, body = await self.rpc.request("PUT", address, _shard_path(shard_id),
-                                            data=payload, headers=headers, timeout_s=timeout_s)
+                                            data=memoryview(payload), headers=headers,
+                                            timeout_s=timeout_s)
         return msgspec.json.decode(body, type=ShardInfo)
 
     async def get_shard(self, address: str, shard_id: str, *, start: int | None = None,
