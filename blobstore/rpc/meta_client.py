@@ -269,10 +269,11 @@ class MetaClient:
                                    type=ClusterMap)
 
     async def heartbeat(self, node_id: str, capacity_bytes: int, used_bytes: int,
-                        shard_count: int) -> None:
+                        shard_count: int, payload_bytes: int = 0) -> None:
         await self._request("POST", "/v1/heartbeat",
                             body={"node_id": node_id, "capacity_bytes": capacity_bytes,
-                                  "used_bytes": used_bytes, "shard_count": shard_count})
+                                  "used_bytes": used_bytes, "shard_count": shard_count,
+                                  "payload_bytes": payload_bytes})
 
     async def get_user(self, access_key: str) -> str:
         """The secret key of ``access_key``; UnknownAccessKey if there is no such user."""

@@ -269,12 +269,14 @@ def test_cluster_map_and_heartbeats(tmp_path: Path) -> None:
         states = {n.id: n.state for n in (await meta.cluster_map()).nodes}
         assert states == {"meta-1": NodeState.UP, "store-1": NodeState.SUSPECT,
                           "gw-1": NodeState.UP}
-        await meta.heartbeat("store-1", capacity_bytes=1000, used_bytes=10, shard_count=3)
+        await meta.heartbeat("store-1", capacity_bytes=1000, used_bytes=10, shard_count=3,
+                             payload_bytes=7)
         cluster = await meta.cluster_map()
         assert cluster.epoch == 1 and (cluster.data_shards, cluster.parity_shards) == (2, 1)
         store = cluster.storage_nodes()[0]
         assert store.state == NodeState.UP and store.capacity_bytes == 1000
         assert store.shard_count == 3 and store.last_heartbeat_ns > 0
+        assert store.payload_bytes == 7  # what a drain must move (check_drain reads it)
         with pytest.raises(Invalid):
             await meta.heartbeat("stranger", capacity_bytes=1, used_bytes=0, shard_count=0)
         status = await meta.status()

@@ -119,6 +119,7 @@ def test_round_trip(tmp_path):
         status = await node.client.status(node.address)
         assert status["node_id"] == "storage-1" and status["shard_count"] == 1
         assert status["capacity_bytes"] > status["used_bytes"] > 0
+        assert status["payload_bytes"] == len(payload)  # its shards, not the disk's use
         await node.client.delete_shard(node.address, shard(1))
         await node.client.delete_shard(node.address, shard(1))  # idempotent
         with pytest.raises(NoSuchShard):
@@ -331,6 +332,7 @@ def test_heartbeats_reach_the_first_meta_node_that_answers(tmp_path, caplog):
     assert beats[-1]["node_id"] == "storage-1"
     assert beats[-1]["shard_count"] == 1
     assert beats[-1]["capacity_bytes"] > beats[-1]["used_bytes"] > 0
+    assert beats[-1]["payload_bytes"] > 0
     assert {"node_id", "capacity_bytes", "used_bytes", "shard_count",
             "scrub_passes_completed", "scrub_corrupt_found"} <= set(beats[-1])
     warnings = [r for r in caplog.records if r.name == "blobstore.storage.heartbeat"]
