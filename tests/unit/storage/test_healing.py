@@ -162,16 +162,29 @@ def repairer(lab: Lab, node_id: str) -> Repairer:
     return worker
 
 
+def has_distinct_spared_pair(segs: list[Segment]) -> bool:
+    spared = [s for s in segs if "storage-3" not in s.placement]
+    return any("storage-1" in a.placement and "storage-2" in b.placement
+               for a in spared for b in spared if a is not b)
+
+
 # ---- repair ----------------------------------------------------------------------------------
 
 
 def test_lost_node_corrupt_and_missing_shards_are_all_rebuilt(tmp_path):
     async def scenario() -> None:
         async with lab(tmp_path, storage=6) as lb:
-            segs = [await lb.put_object(f"k{i}", os.urandom(20_000 + i)) for i in range(16)]
+            # Placement follows the random content, so write until the scenario's shape exists:
+            # two segments clear of storage-3 (2+1: one loss each), one on storage-1 and
+            # another on storage-2. A fixed count left that to chance and once failed CI.
+            segs: list[Segment] = []
+            while len(segs) < 16 or not has_distinct_spared_pair(segs):
+                assert len(segs) < 200, "placement never produced the scenario's shape"
+                segs.append(await lb.put_object(f"k{len(segs)}", os.urandom(20_000 + len(segs))))
             # A flipped byte on storage-1, found by its scrubber (quarantined + reported).
-            spared = [s for s in segs if "storage-3" not in s.placement]  # 2+1: one loss each
-            victim = next(s for s in spared if "storage-1" in s.placement)
+            spared = [s for s in segs if "storage-3" not in s.placement]
+            victim = next(s for s in spared if "storage-1" in s.placement
+                          and any("storage-2" in o.placement for o in spared if o is not s))
             index = victim.placement.index("storage-1")
             flip_byte(lb.state("storage-1").open_store.path_of(shard_id(victim.id, index)))
             scrub = await lb.state("storage-1").scrubber.run_once()
@@ -402,9 +415,11 @@ def test_scrub_repair_fsck_find_and_fix_flipped_bytes_and_lost_files(tmp_path):
 def test_a_drain_moves_every_shard_copy_first_and_never_clears_a_placement(tmp_path):
     async def scenario() -> None:
         async with lab(tmp_path, storage=6) as lb:
-            segs = [await lb.put_object(f"k{i}", os.urandom(20_000 + i)) for i in range(12)]
+            segs: list[Segment] = []  # placement follows random content: write until 2 are on it
+            while len(segs) < 12 or sum("storage-1" in s.placement for s in segs) < 2:
+                assert len(segs) < 200, "placement never put two segments on storage-1"
+                segs.append(await lb.put_object(f"k{len(segs)}", os.urandom(20_000 + len(segs))))
             on_one = [s for s in segs if "storage-1" in s.placement]
-            assert on_one
             # One of them has its copy on storage-1 corrupt: the move rebuilds it instead.
             bad = on_one[0]
             flip_byte(lb.state("storage-1").open_store.path_of(
