@@ -25,9 +25,10 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from blobstore.chaos.burst import BurstResult
 from blobstore.chaos.faults import Control, Injector
 from blobstore.chaos.history import ABSENT, History
-from blobstore.chaos.workload import BurstResult, Target, Workload, burst, make_client
+from blobstore.chaos.workload import Target, Workload, burst, make_client
 
 DEFAULT_FAULTS = ["kill", "kill", "corrupt", "delete_shard", "partition", "overload",
                   "disk_full", "clock_jump", "slow_link"]

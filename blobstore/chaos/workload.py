@@ -14,19 +14,17 @@ Rules:
 
 from __future__ import annotations
 
-import http.client
 import random
 import re
-import ssl
 import threading
 import time
-from dataclasses import dataclass, field
-from urllib.parse import SplitResult, urlsplit
+from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from blobstore.chaos.burst import BurstResult, run_burst
 from blobstore.chaos.content import TAG_BYTES, object_bytes
 from blobstore.chaos.history import ABSENT, History
 
@@ -208,80 +206,9 @@ class Workload:
             self.history.count("list", _outcome(error)[1])
 
 
-@dataclass
-class BurstResult:
-    requests: int = 0
-    served: int = 0
-    slowdowns: int = 0
-    slowest_slowdown_s: float = 0.0
-    timeouts: int = 0
-    other: dict[str, int] = field(default_factory=dict)  # any other answer, by status
-
-
-def _connection(url: SplitResult, verify: str | bool) -> http.client.HTTPConnection:
-    if url.scheme != "https":
-        return http.client.HTTPConnection(url.netloc, timeout=10)
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    if verify is False:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return http.client.HTTPSConnection(url.netloc, timeout=10, context=context)
-
-
 def burst(target: Target, key: str, workers: int, seconds: float) -> BurstResult:
-    """``workers`` threads GET ``key`` as fast as they can for ``seconds``.
-
-    The burst is timed with a light client: one keep-alive connection per thread sending
-    a GET presigned by boto3. Forty boto3 clients in one process measure mostly their own
-    wait for the GIL (a SlowDown the gateway sent at once took over a second to reach
-    them), and building them at once takes seconds of CPU; neither is the store's time."""
-    result = BurstResult()
-    lock = threading.Lock()
-    url = urlsplit(make_client(target).generate_presigned_url(
-        "get_object", Params={"Bucket": target.bucket, "Key": key}, ExpiresIn=3600))
-    path = f"{url.path}?{url.query}"
-    deadline = [0.0]
-
-    def start_clock() -> None:  # runs once every thread is ready, before any of them goes
-        deadline[0] = time.monotonic() + seconds
-
-    ready = threading.Barrier(workers, action=start_clock)
-
-    def hammer() -> None:
-        connection = _connection(url, target.verify)
-        try:
-            ready.wait(60)
-        except threading.BrokenBarrierError:
-            return
-        while time.monotonic() < deadline[0]:
-            started = time.monotonic()
-            try:
-                connection.request("GET", path)
-                response = connection.getresponse()
-                body = response.read()
-                outcome = ("SlowDown" if b"<Code>SlowDown</Code>" in body
-                           else "ok" if response.status == 200 else str(response.status))
-            except (OSError, http.client.HTTPException):
-                outcome = "timeout"
-                connection.close()
-                connection = _connection(url, target.verify)
-            elapsed = time.monotonic() - started
-            with lock:
-                result.requests += 1
-                if outcome == "SlowDown":
-                    result.slowdowns += 1
-                    result.slowest_slowdown_s = max(result.slowest_slowdown_s, elapsed)
-                elif outcome == "timeout":
-                    result.timeouts += 1
-                elif outcome == "ok":
-                    result.served += 1
-                else:
-                    result.other[outcome] = result.other.get(outcome, 0) + 1
-        connection.close()
-
-    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + 90)
-    return result
+    """``workers`` keep-alive connections GET ``key`` (presigned by boto3) as fast as they
+    can for ``seconds``, from a process of their own (``chaos/burst.py`` says why)."""
+    url = make_client(target).generate_presigned_url(
+        "get_object", Params={"Bucket": target.bucket, "Key": key}, ExpiresIn=3600)
+    return run_burst(url, target.verify, workers, seconds)
