@@ -18,6 +18,8 @@ from blobstore.rpc.auth import AUTH_HEADER, sign
 from blobstore.runtime import request_id
 
 DEFAULT_TIMEOUT_S = 30.0
+# Bodies at least this long are gathered chunk by chunk and joined once.
+JOIN_ONCE_FROM_BYTES = 256 * 1024
 
 
 def new_session(limit_per_host: int = 32) -> aiohttp.ClientSession:
@@ -51,7 +53,7 @@ class RpcClient:
         try:
             async with self.session.request(method, url, data=data, headers=all_headers,
                                             timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                payload = await resp.read()
+                payload = await _read_body(resp, method)
                 if resp.status >= 300:
                     raise _error_from_response(resp.status, payload)
                 return resp.status, dict(resp.headers), payload
@@ -59,6 +61,20 @@ class RpcClient:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"{address} unreachable: {exc!r}") from exc
+
+
+async def _read_body(resp: aiohttp.ClientResponse, method: str) -> bytes:
+    """The whole body, joined once.
+
+    ``ClientResponse.read()`` joins the chunks buffered so far (``readany``), then joins
+    those joins: two copies of every shard the gateway fetches. A py-spy profile of the
+    gateway during cold 64 MiB GETs had 16% of its samples in memmove, two thirds of them
+    in those two joins.
+    """
+    length = resp.content_length
+    if method == "HEAD" or length is None or length < JOIN_ONCE_FROM_BYTES:
+        return await resp.read()
+    return b"".join([chunk async for chunk, _ in resp.content.iter_chunks()])
 
 
 def _error_from_response(status: int, payload: bytes) -> BlobstoreError:
