@@ -83,7 +83,8 @@ def run_chaos(control: Control, target: Target, *, seed: int, duration_s: float,
         bursts.append(outcome)
         other = "".join(f", {count} x {status}" for status, count in sorted(outcome.other.items()))
         return (f"{outcome.requests} requests: {outcome.served} served, {outcome.slowdowns} "
-                f"SlowDown (slowest {outcome.slowest_slowdown_s:.2f}s), {outcome.timeouts} "
+                f"SlowDown (p50 {outcome.slowdown_p50_s:.2f}s, p99 {outcome.slowdown_p99_s:.2f}s, "
+                f"slowest {outcome.slowest_slowdown_s:.2f}s), {outcome.timeouts} "
                 f"timeouts{other}")
 
     injector = Injector(control, rng, burst=overload)

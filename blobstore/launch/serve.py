@@ -3,8 +3,9 @@
 The node's role (meta, storage, gateway) comes from cluster.toml; its app is built by
 ``blobstore.<role>.app.create_app(config, node)``, imported by role name only when needed,
 so a process never loads the code of another role. The app is served on the node's address
-with ``AppRunner`` + ``TCPSite(reuse_address=True)``. Background work belongs to the app's
-``cleanup_ctx`` and is stopped by ``runner.cleanup()``.
+with ``AppRunner`` + ``runtime.listener.BatchAcceptSite``, a TCP site that accepts every
+waiting connection at once (uvloop alone accepts one per loop turn). Background work
+belongs to the app's ``cleanup_ctx`` and is stopped by ``runner.cleanup()``.
 
 Lifecycle: SIGTERM or SIGINT ends the wait, and the runner is cleaned up (connections drained,
 cleanup contexts exited) before the process exits 0. A taken port is refused with a
@@ -30,6 +31,7 @@ from blobstore.config import ClusterConfig, NodeConfig, load_config
 from blobstore.core.errors import BlobstoreError
 from blobstore.core.records import NodeRole
 from blobstore.runtime import eventloop, malloc
+from blobstore.runtime.listener import BatchAcceptSite
 from blobstore.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,7 @@ async def _serve_until_signalled(app: web.Application, node: NodeConfig,
                            access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, node.host.strip("[]"), node.port, reuse_address=True,
-                           ssl_context=tls)
+        site = BatchAcceptSite(runner, node.host.strip("[]"), node.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
