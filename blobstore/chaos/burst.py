@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 import aiohttp
 from yarl import URL
 
+from blobstore.bench.stats import percentile
+
 REQUEST_TIMEOUT_S = 10.0  # an answer slower than this counts as a timeout
 
 
@@ -41,9 +43,8 @@ class BurstResult:
 
     def summarise(self) -> dict[str, object]:
         times = sorted(self._slowdown_times)
-        if times:
-            self.slowdown_p50_s = times[len(times) // 2]
-            self.slowdown_p99_s = times[min(len(times) - 1, int(len(times) * 0.99))]
+        self.slowdown_p50_s = percentile(times, 0.50)
+        self.slowdown_p99_s = percentile(times, 0.99)
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     def record(self, outcome: str, elapsed_s: float) -> None:
