@@ -83,7 +83,7 @@ from blobstore.core.records import NodeRole
 from blobstore.launch.health import NodeStartError
 from blobstore.rpc.client import RpcClient, new_session
 from blobstore.rpc.heal_client import StorageHealClient
-from blobstore.runtime import eventloop
+from blobstore.runtime import eventloop, malloc
 from blobstore.testing.processes import Cluster, port_is_free
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -95,6 +95,9 @@ SWIFT_SCRIPT_TIMEOUT_S = 300
 DOWN_AFTER_S = 3600.0
 BACKGROUND_VICTIM = "storage-4"  # lost for good in the background cells (not 1 or 2)
 EXTRAS = ("scrub", "meta", "background", "repair")
+# The background cells are judged to within 10%, and a 10 s bulk cell (~40 PUTs of 64 MiB)
+# moved its ratio by +-0.06 between runs of the same code (run6 0.99, run7 0.87).
+BACKGROUND_CELL_FACTOR = 2
 SWIFT_DEFAULT_PORTS = {"PROXY_PORT": 8180, "OBJ_PORT_BASE": 6210, "CONTAINER_PORT": 6201,
                        "ACCOUNT_PORT": 6202, "MEMCACHE_PORT": 11311}
 SWIFT_OBJECT_NODES = 6
@@ -471,7 +474,7 @@ def make_extras(args: argparse.Namespace, plan: MatrixPlan) -> Extras:
     background = BackgroundPlan(
         data_bytes=args.background_mib * MIB if args.background_mib else base.data_bytes,
         data_object_bytes=base.data_object_bytes, cells=base.cells,
-        duration_s=plan.duration_s)
+        duration_s=BACKGROUND_CELL_FACTOR * plan.duration_s)
     quick_mib = 128 if args.quick else 1024
     return Extras(skip=skip, background=background,
                   repair_bytes=(args.repair_mib or quick_mib) * MIB,
@@ -656,6 +659,7 @@ def main() -> None:
     if args.render:
         render(args.render)
         return
+    malloc.keep_freed_memory()  # the client moves as many bytes as the gateway does
     directory = run(args)
     print((directory / "results.md").read_text())
 

@@ -23,7 +23,7 @@ from blobstore.bench.stats import Snapshot
 from blobstore.bench.units import format_size, parse_duration_s, parse_size_bytes
 from blobstore.cli.common import parsed, reports_errors
 from blobstore.client.endpoint import resolve_s3_target
-from blobstore.runtime import eventloop
+from blobstore.runtime import eventloop, malloc
 
 SIZE = parsed(parse_size_bytes, "SIZE")
 DURATION = parsed(parse_duration_s, "DURATION")
@@ -105,6 +105,7 @@ def bench(endpoint: str | None, directory: str | None, config_path: str | None,
     if duration is None and count is None:
         duration = DEFAULT_DURATION_S
     spec = BenchSpec(Op(op), size, concurrency, duration, count, get_fraction)
+    malloc.keep_freed_memory()  # the client moves as many bytes as the gateway does
     progress = _terminal_progress(f"{op} {format_size(size)} x{concurrency}")
     note = (lambda line: click.echo(line, err=True)) if progress is not None else None
     result, left = eventloop.run(loadgen.run_once(
