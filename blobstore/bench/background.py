@@ -50,7 +50,7 @@ class BackgroundPlan:
     data_bytes: int = 2048 * MIB
     data_object_bytes: int = 64 * MIB
     cells: tuple[tuple[str, int, int], ...] = (("put", 64 * MIB, 4), ("get", 4 * KIB, 32))
-    duration_s: float = 10.0
+    duration_s: float = 20.0  # twice the matrix's cells (run_matrix.BACKGROUND_CELL_FACTOR)
 
     @classmethod
     def quick(cls) -> BackgroundPlan:

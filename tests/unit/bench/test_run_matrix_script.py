@@ -82,7 +82,7 @@ def test_extra_rows_are_sized_and_skipped_by_flags(run_matrix):
     plan = run_matrix.make_plan(_args())
     full = run_matrix.make_extras(_args(), plan)
     assert all(full.wants(name) for name in run_matrix.EXTRAS)
-    assert full.background.data_bytes == 2048 * MIB and full.background.duration_s == 10.0
+    assert full.background.data_bytes == 2048 * MIB and full.background.duration_s == 20.0
     assert full.background.cells == (("put", 64 * MIB, 4), ("get", 4 * KIB, 32))
     assert (full.repair_bytes, full.scrub_bytes) == (1024 * MIB, 1024 * MIB)
     quick_args = _args(quick=True, skip="repair, meta", scrub_mib=64)
