@@ -89,10 +89,15 @@ async def run_matrix(system: str, target: Target, plan: MatrixPlan,
         for size in plan.sizes_bytes:
             written = ObjectSet()
             try:
-                cells += await _size_cells(system, generator, plan, size, written, report)
+                await _size_cells(system, generator, plan, size, written, report, cells)
                 if size == plan.degraded_size_bytes and degrader is not None:
                     cells.append(await _degraded_cell(system, generator, plan, size, written,
                                                       degrader, report))
+            except Unavailable as exc:
+                # A system that cannot store the objects a GET cell reads (Swift answering
+                # 503 once overloaded) loses the rest of that size, not the sizes after it.
+                report(f"{system}: {format_size(size)}: the remaining cells of this size are "
+                       f"left out: {exc.message}")
             finally:
                 left = await generator.cleanup(written)
                 generator.release_buffers()
@@ -116,8 +121,7 @@ async def wait_ready(generator: LoadGenerator, timeout_s: float = READY_TIMEOUT_
 
 
 async def _size_cells(system: str, generator: LoadGenerator, plan: MatrixPlan, size: int,
-                      written: ObjectSet, report: Report) -> list[Cell]:
-    cells = []
+                      written: ObjectSet, report: Report, cells: list[Cell]) -> None:
     for op in (Op.PUT, Op.GET):
         for concurrency in plan.concurrencies:
             spec = BenchSpec(op, size, concurrency, plan.duration_s, plan.count_max)
@@ -125,7 +129,6 @@ async def _size_cells(system: str, generator: LoadGenerator, plan: MatrixPlan, s
             result = await generator.run(spec, written)
             cells.append(Cell(system, op.value, size, concurrency, False, result))
             report(_line(system, spec, result, ""))
-    return cells
 
 
 async def _degraded_cell(system: str, generator: LoadGenerator, plan: MatrixPlan, size: int,

@@ -12,6 +12,7 @@ from blobstore.bench.matrix import MatrixPlan, run_matrix
 from blobstore.bench.matrix_report import cell_bound, chart, markdown
 from blobstore.bench.s3 import Target
 from blobstore.bench.units import KIB, MB, MIB
+from blobstore.core.errors import Unavailable
 
 LIMITS = {"cpus": 2, "data_dir": "/data", "limits": {
     "disk_durable_4mib_files_mb_per_s": {"value": 300.0, "unit": "MB/s", "what": "disk"},
@@ -35,6 +36,25 @@ class RecordingDegrader:
 
     async def restore(self) -> None:
         self.calls.append("restore")
+
+
+class RefusingDegrader(RecordingDegrader):
+    async def degrade(self) -> str:
+        raise Unavailable("no node can be stopped")
+
+
+def test_a_size_that_fails_loses_its_own_remaining_cells_only(s3):
+    plan = MatrixPlan(sizes_bytes=(KIB, 300 * KIB), concurrencies=(1,), duration_s=5.0,
+                      count_max=3, degraded_size_bytes=KIB, degraded_concurrency=1)
+    lines: list[str] = []
+    target = Target(s3.endpoint, s3.access_key, s3.secret_key)
+    cells = asyncio.run(run_matrix("swift", target, plan, RefusingDegrader(), lines.append))
+    assert [(c.op, c.size_bytes, c.degraded) for c in cells] == [
+        ("put", KIB, False), ("get", KIB, False), ("put", 300 * KIB, False),
+        ("get", 300 * KIB, False)]
+    assert any("1KiB: the remaining cells of this size are left out: no node can be stopped"
+               in line for line in lines)
+    assert not s3.objects
 
 
 def test_matrix_runs_every_cell_in_order_and_cleans_up(s3):
