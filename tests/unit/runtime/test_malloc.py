@@ -1,5 +1,5 @@
-"""runtime/malloc.py: glibc accepts both thresholds and the top pad (a rejected value would silently keep
-the page-faulting defaults)."""
+"""runtime/malloc.py: glibc accepts both thresholds and the top pad (a rejected value
+would silently keep the page-faulting defaults)."""
 
 from __future__ import annotations
 
